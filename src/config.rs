@@ -1,0 +1,306 @@
+//! Configuration from environment variables (contract §3).
+//!
+//! `Config::from_lookup` takes a lookup function so tests never touch the process
+//! environment. Every bad value stops start-up with an error naming the variable and value.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+/// The key of the built-in descriptor, used when `APP_KEY` is unset.
+pub fn descriptor_key(template: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(template)
+        .ok()?
+        .get("key")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Where the database lives. The password of a PostgreSQL URL is redacted in `Debug`.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(SecretString),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(u) => write!(f, "{u}"),
+            DatabaseUrl::Postgres(s) => {
+                use secrecy::ExposeSecret;
+                match Url::parse(s.expose_secret()) {
+                    Ok(mut u) => {
+                        if u.password().is_some() {
+                            let _ = u.set_password(Some("***"));
+                        }
+                        write!(f, "{u}")
+                    }
+                    Err(_) => write!(f, "postgres://***"),
+                }
+            }
+        }
+    }
+}
+
+impl DatabaseUrl {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.starts_with("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(value.to_owned()))
+        } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Url::parse(value).map_err(|e| e.to_string())?;
+            Ok(DatabaseUrl::Postgres(SecretString::from(value.to_owned())))
+        } else {
+            Err("unknown scheme: expected sqlite:// or postgres://".into())
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MarketplaceCredentials {
+    pub vendor_id: String,
+    pub user: String,
+    pub api_token: SecretString,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: DatabaseUrl,
+    pub bind_addr: SocketAddr,
+    pub app_base_url: Url,
+    /// `None` means "the key of the descriptor template".
+    pub app_key: Option<String>,
+    pub install_keys_url: Url,
+    pub admin_token: Option<SecretString>,
+    pub jwt_leeway_secs: u64,
+    pub host_license_refresh: Duration,
+    pub license_enforcement: bool,
+    pub marketplace_url: Url,
+    pub marketplace: Option<MarketplaceCredentials>,
+    pub marketplace_sync_interval: Duration,
+    pub log_format: LogFormat,
+    pub descriptor_path: Option<String>,
+    /// How often another process's changes are picked up (contract: within 5 s). Not an
+    /// environment variable; tests may shorten it.
+    pub cache_refresh: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.is_empty());
+        let err = |var: &'static str, value: &str, reason: String| ConfigError {
+            var,
+            value: value.to_owned(),
+            reason,
+        };
+        let url = |name: &'static str, default: &str| -> Result<Url, ConfigError> {
+            let v = var(name).unwrap_or_else(|| default.to_owned());
+            let u = Url::parse(&v).map_err(|e| err(name, &v, e.to_string()))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(err(name, &v, "expected an http(s) URL".into()));
+            }
+            Ok(u)
+        };
+        let secs = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| err(name, &v, "expected a whole number of seconds >= 0".into())),
+            }
+        };
+        let positive = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            let n = secs(name, default)?;
+            if n == 0 {
+                return Err(err(name, "0", "must be at least 1".into()));
+            }
+            Ok(Duration::from_secs(n))
+        };
+
+        let database_url = {
+            let v = var("DATABASE_URL").unwrap_or_else(|| "sqlite://data/connect-keeper.db".into());
+            DatabaseUrl::parse(&v).map_err(|reason| {
+                // Never echo a PostgreSQL URL: it may hold a password.
+                let shown = if v.starts_with("sqlite:") { v.clone() } else { redact(&v) };
+                err("DATABASE_URL", &shown, reason)
+            })?
+        };
+        let bind_addr = {
+            let v = var("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+            v.parse::<SocketAddr>()
+                .map_err(|e| err("BIND_ADDR", &v, e.to_string()))?
+        };
+        let app_base_url = url("APP_BASE_URL", "http://localhost:8080")?;
+        let app_key = match var("APP_KEY") {
+            None => None,
+            Some(k) => {
+                let ok = !k.is_empty()
+                    && k.len() <= 64
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                if !ok {
+                    return Err(err("APP_KEY", &k, "expected 1..=64 of [A-Za-z0-9-._]".into()));
+                }
+                Some(k)
+            }
+        };
+        let install_keys_url = url(
+            "INSTALL_KEYS_URL",
+            "https://connect-install-keys.atlassian.com",
+        )?;
+        let admin_token = var("ADMIN_TOKEN").map(SecretString::from);
+        let jwt_leeway_secs = secs("JWT_LEEWAY_SECS", 30)?;
+        let host_license_refresh = positive("HOST_LICENSE_REFRESH_SECS", 3600)?;
+        let license_enforcement = match var("LICENSE_ENFORCEMENT").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => return Err(err("LICENSE_ENFORCEMENT", v, "expected on or off".into())),
+        };
+        let marketplace_url = url("MARKETPLACE_URL", "https://marketplace.atlassian.com")?;
+        let marketplace = match (
+            var("MARKETPLACE_VENDOR_ID"),
+            var("MARKETPLACE_USER"),
+            var("MARKETPLACE_API_TOKEN"),
+        ) {
+            (Some(vendor_id), Some(user), Some(token)) => {
+                if !vendor_id.chars().all(|c| c.is_ascii_digit()) {
+                    return Err(err(
+                        "MARKETPLACE_VENDOR_ID",
+                        &vendor_id,
+                        "expected the numeric vendor id".into(),
+                    ));
+                }
+                Some(MarketplaceCredentials {
+                    vendor_id,
+                    user,
+                    api_token: SecretString::from(token),
+                })
+            }
+            _ => None,
+        };
+        let marketplace_sync_interval = positive("MARKETPLACE_SYNC_INTERVAL_SECS", 3600)?;
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(err("LOG_FORMAT", v, "expected pretty or json".into())),
+        };
+        let descriptor_path = var("DESCRIPTOR_PATH");
+        Ok(Config {
+            database_url,
+            bind_addr,
+            app_base_url,
+            app_key,
+            install_keys_url,
+            admin_token,
+            jwt_leeway_secs,
+            host_license_refresh,
+            license_enforcement,
+            marketplace_url,
+            marketplace,
+            marketplace_sync_interval,
+            log_format,
+            descriptor_path,
+            cache_refresh: Duration::from_secs(2),
+        })
+    }
+}
+
+fn redact(v: &str) -> String {
+    match Url::parse(v) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => v.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert!(matches!(c.database_url, DatabaseUrl::Sqlite(ref u) if u == "sqlite://data/connect-keeper.db"));
+        assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.app_base_url.as_str(), "http://localhost:8080/");
+        assert_eq!(c.jwt_leeway_secs, 30);
+        assert_eq!(c.host_license_refresh, Duration::from_secs(3600));
+        assert!(c.license_enforcement);
+        assert!(c.marketplace.is_none());
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_value() {
+        for (var, value) in [
+            ("DATABASE_URL", "mysql://x"),
+            ("BIND_ADDR", "nowhere"),
+            ("APP_BASE_URL", "not a url"),
+            ("INSTALL_KEYS_URL", "ftp://keys"),
+            ("JWT_LEEWAY_SECS", "-5"),
+            ("HOST_LICENSE_REFRESH_SECS", "soon"),
+            ("LICENSE_ENFORCEMENT", "maybe"),
+            ("LOG_FORMAT", "xml"),
+            ("MARKETPLACE_SYNC_INTERVAL_SECS", "0"),
+            ("APP_KEY", "has space"),
+        ] {
+            let e = cfg(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var);
+            let text = e.to_string();
+            assert!(text.contains(var), "{text}");
+        }
+    }
+
+    #[test]
+    fn postgres_password_is_never_shown() {
+        let c = cfg(&[("DATABASE_URL", "postgres://u:hunter2@db/x")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = cfg(&[("DATABASE_URL", "postgresql://u:hunter2@[bad")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn marketplace_needs_all_three() {
+        let c = cfg(&[("MARKETPLACE_VENDOR_ID", "123"), ("MARKETPLACE_USER", "a@b")]).unwrap();
+        assert!(c.marketplace.is_none());
+        let c = cfg(&[
+            ("MARKETPLACE_VENDOR_ID", "123"),
+            ("MARKETPLACE_USER", "a@b"),
+            ("MARKETPLACE_API_TOKEN", "tok"),
+        ])
+        .unwrap();
+        assert!(c.marketplace.is_some());
+        assert!(!format!("{c:?}").contains("\"tok\""));
+    }
+}

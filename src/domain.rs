@@ -1,0 +1,91 @@
+//! Small domain types, parsed once at the edge so invalid values cannot travel further.
+
+use std::fmt;
+
+/// A tenant's lifecycle status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Installed,
+    Enabled,
+    Disabled,
+    Uninstalled,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Installed,
+        Status::Enabled,
+        Status::Disabled,
+        Status::Uninstalled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Installed => "installed",
+            Status::Enabled => "enabled",
+            Status::Disabled => "disabled",
+            Status::Uninstalled => "uninstalled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A lifecycle event type; the route decides which one is expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LifecycleEvent {
+    Installed,
+    Uninstalled,
+    Enabled,
+    Disabled,
+}
+
+impl LifecycleEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleEvent::Installed => "installed",
+            LifecycleEvent::Uninstalled => "uninstalled",
+            LifecycleEvent::Enabled => "enabled",
+            LifecycleEvent::Disabled => "disabled",
+        }
+    }
+}
+
+/// The lower-case host of a URL, used to join Marketplace rows by `cloudSiteHostname`.
+pub fn host_of(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .host_str()
+        .map(|h| h.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("Enabled"), None);
+    }
+
+    #[test]
+    fn host_is_lower_case_without_path() {
+        assert_eq!(
+            host_of("https://Acme.atlassian.net/wiki").as_deref(),
+            Some("acme.atlassian.net")
+        );
+        assert_eq!(host_of("not a url"), None);
+    }
+}

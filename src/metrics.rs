@@ -1,0 +1,94 @@
+//! Prometheus metrics, rendered at `GET /metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_latency: HistogramVec,
+    pub lifecycle_events: IntCounterVec,
+    pub verification_failures: IntCounterVec,
+    pub license_decisions: IntCounterVec,
+    pub host_license_checks: IntCounterVec,
+    pub marketplace_syncs: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let http_requests = counter(
+            "http_requests_total",
+            "HTTP requests by route, method and status",
+            &["route", "method", "status"],
+        );
+        let lifecycle_events = counter(
+            "lifecycle_events_total",
+            "Lifecycle callbacks by event type and outcome",
+            &["event", "outcome"],
+        );
+        let verification_failures = counter(
+            "jwt_verification_failures_total",
+            "Rejected product requests and callbacks by reason",
+            &["reason"],
+        );
+        let license_decisions = counter(
+            "license_decisions_total",
+            "License decisions by source (unlicensed when refused)",
+            &["source"],
+        );
+        let host_license_checks = counter(
+            "host_license_checks_total",
+            "Reads of the product's license endpoint and tenant_info by outcome",
+            &["call", "outcome"],
+        );
+        let marketplace_syncs = counter(
+            "marketplace_syncs_total",
+            "Marketplace license syncs by outcome",
+            &["outcome"],
+        );
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route and status",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(http_latency.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            lifecycle_events,
+            verification_failures,
+            license_decisions,
+            host_license_checks,
+            marketplace_syncs,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,306 @@
+//! Verified lifecycle callbacks (contract §4 and §8 "Lifecycle"; protocol §2–§5).
+//!
+//! Order of checks, each failure leaving the database untouched:
+//! 1. the token — present, well-formed, allowed `alg`, signature (RS256 by the key fetched for
+//!    its `kid`, or HS256 by the tenant's stored secret on `enabled`/`disabled`), `exp`/`iat`/
+//!    `nbf` with leeway, `aud` for signed installs, `qsh` of the request as received: 401;
+//! 2. the body — a JSON object with the required string fields, `eventType` matching the route,
+//!    `key` equal to the app key: 400;
+//! 3. `iss` equal to the body's `clientKey`: 401.
+//!
+//! Only then is anything written.
+
+use serde_json::{Map, Value};
+
+use crate::connect::jwt::{self, Claims, JwtError, QshPolicy};
+use crate::connect::qsh;
+use crate::domain::{LifecycleEvent, host_of};
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::store::installations::{self, Applied, InstallRecord};
+
+/// The parts of the HTTP request that verification needs, as received (not decoded).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub authorization: Option<&'a str>,
+}
+
+/// What a verified callback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub client_key: String,
+    pub applied: Applied,
+    /// `access-token` from the `installed` URL (descriptor installs from `install_url`).
+    pub access_token: Option<String>,
+}
+
+/// Verifies and applies one lifecycle callback.
+pub async fn handle(
+    state: &AppState,
+    event: LifecycleEvent,
+    parts: RequestParts<'_>,
+    body: &[u8],
+) -> Result<Accepted, ApiError> {
+    let result = verify_and_apply(state, event, parts, body).await;
+    let outcome = match &result {
+        Ok(a) if a.applied == Applied::Written => "accepted",
+        Ok(_) => "ignored",
+        Err(ApiError::Unauthorized { .. }) => "unauthorized",
+        Err(ApiError::BadRequest { .. }) => "bad_request",
+        Err(_) => "error",
+    };
+    state
+        .metrics
+        .lifecycle_events
+        .with_label_values(&[event.as_str(), outcome])
+        .inc();
+    result
+}
+
+async fn verify_and_apply(
+    state: &AppState,
+    event: LifecycleEvent,
+    parts: RequestParts<'_>,
+    body: &[u8],
+) -> Result<Accepted, ApiError> {
+    let claims = verify_token(state, event, parts)
+        .await
+        .map_err(|e| token_error(state, e))?;
+    let payload = Payload::parse(body, event, &state.app_key)?;
+    if claims.iss.as_deref() != Some(payload.client_key.as_str()) {
+        state
+            .metrics
+            .verification_failures
+            .with_label_values(&["iss_mismatch"])
+            .inc();
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            "the token's iss does not match the payload's clientKey",
+        ));
+    }
+    let iat = claims.iat.unwrap_or_default();
+    let now = crate::store::now();
+    let stored = payload.stored_json();
+    let applied = match event {
+        LifecycleEvent::Installed => {
+            let rec = payload.install_record()?;
+            installations::record_install(&state.db, &rec, iat, &stored, now).await?
+        }
+        other => {
+            installations::record_transition(
+                &state.db,
+                &payload.client_key,
+                other.as_str(),
+                iat,
+                &stored,
+                now,
+            )
+            .await?
+        }
+    };
+    match applied {
+        Applied::Written => {
+            tracing::info!(client_key = %payload.client_key, event = event.as_str(), "lifecycle event recorded")
+        }
+        Applied::Stale => {
+            tracing::warn!(client_key = %payload.client_key, event = event.as_str(), "stale lifecycle token ignored")
+        }
+        Applied::Unknown => {
+            tracing::warn!(client_key = %payload.client_key, event = event.as_str(), "lifecycle event for an unknown tenant ignored")
+        }
+    }
+    let access_token = (event == LifecycleEvent::Installed)
+        .then(|| query_param(parts.query, "access-token"))
+        .flatten();
+    Ok(Accepted {
+        client_key: payload.client_key,
+        applied,
+        access_token,
+    })
+}
+
+/// Step 1: the token. Returns verified claims; `iss` is compared with the body later.
+async fn verify_token(
+    state: &AppState,
+    event: LifecycleEvent,
+    parts: RequestParts<'_>,
+) -> Result<Claims, JwtError> {
+    let token = jwt::extract_token(parts.authorization, parts.query)?.ok_or(JwtError::Missing)?;
+    let (header, unverified) = jwt::peek(&token)?;
+    let leeway = state.config.jwt_leeway_secs;
+    let now = chrono::Utc::now().timestamp();
+    let claims = match header.alg.as_str() {
+        "RS256" => {
+            let kid = header.kid.as_deref().ok_or(JwtError::MissingKid)?;
+            let key = state.install_keys.get(kid).await?;
+            let claims = jwt::verify_rs256(&token, &key)?;
+            jwt::check_times(&claims, now, leeway)?;
+            jwt::check_audience(&claims, state.config.app_base_url.as_str())?;
+            claims
+        }
+        // A shared-secret token is only meaningful once the tenant exists: never on
+        // installed/uninstalled (protocol §3.5 — no trust on first use).
+        "HS256" if matches!(event, LifecycleEvent::Enabled | LifecycleEvent::Disabled) => {
+            let iss = unverified.iss.as_deref().ok_or(JwtError::MissingClaim("iss"))?;
+            let tenant = installations::get(&state.db, iss)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "tenant lookup failed");
+                    JwtError::KeyUnavailable
+                })?
+                .ok_or(JwtError::BadSignature)?;
+            let secret = tenant.shared_secret.ok_or(JwtError::BadSignature)?;
+            let claims = jwt::verify_hs256(&token, secret.as_bytes())?;
+            jwt::check_times(&claims, now, leeway)?;
+            claims
+        }
+        other => return Err(JwtError::Algorithm(other.to_owned())),
+    };
+    jwt::check_qsh(
+        &claims,
+        &qsh::qsh(parts.method, parts.path, parts.query, &state.base_path),
+        QshPolicy::RequestOnly,
+    )?;
+    Ok(claims)
+}
+
+fn token_error(state: &AppState, e: JwtError) -> ApiError {
+    state
+        .metrics
+        .verification_failures
+        .with_label_values(&[e.reason()])
+        .inc();
+    tracing::info!(reason = e.reason(), "lifecycle callback rejected");
+    match e {
+        // Not the caller's fault: the key server did not answer. 503 lets the admin retry.
+        JwtError::KeyUnavailable => ApiError::Unavailable {
+            code: "install_keys_unavailable",
+            message: "the signed-install key could not be fetched; try again".into(),
+        },
+        e => ApiError::unauthorized("invalid_token", e.to_string()),
+    }
+}
+
+/// Step 2: the body.
+struct Payload {
+    obj: Map<String, Value>,
+    client_key: String,
+}
+
+impl Payload {
+    fn parse(body: &[u8], event: LifecycleEvent, app_key: &str) -> Result<Payload, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|_| ApiError::bad_request("invalid_json", "the body is not valid JSON"))?;
+        let Value::Object(obj) = value else {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the body must be a JSON object",
+            ));
+        };
+        let p = Payload {
+            client_key: required(&obj, "clientKey")?,
+            obj,
+        };
+        let key = required(&p.obj, "key")?;
+        let base_url = required(&p.obj, "baseUrl")?;
+        required(&p.obj, "productType")?;
+        let event_type = required(&p.obj, "eventType")?;
+        if event == LifecycleEvent::Installed {
+            required(&p.obj, "sharedSecret")?;
+        }
+        for field in OPTIONAL {
+            optional(&p.obj, field)?;
+        }
+        if event_type != event.as_str() {
+            return Err(ApiError::invalid_field(
+                "eventType",
+                format!("expected \"{}\" on this route", event.as_str()),
+            ));
+        }
+        if key != app_key {
+            return Err(ApiError::invalid_field("key", "is not this app's key"));
+        }
+        match url::Url::parse(&base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => return Err(ApiError::invalid_field("baseUrl", "is not an http(s) URL")),
+        }
+        Ok(p)
+    }
+
+    fn str(&self, field: &str) -> Option<String> {
+        self.obj.get(field).and_then(Value::as_str).map(str::to_owned)
+    }
+
+    fn install_record(&self) -> Result<InstallRecord, ApiError> {
+        let base_url = self.str("baseUrl").unwrap_or_default();
+        Ok(InstallRecord {
+            client_key: self.client_key.clone(),
+            app_key: self.str("key").unwrap_or_default(),
+            base_host: host_of(&base_url)
+                .ok_or_else(|| ApiError::invalid_field("baseUrl", "has no host"))?,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            display_url: self.str("displayUrl"),
+            product_type: self.str("productType").unwrap_or_default(),
+            description: self.str("description"),
+            shared_secret: self.str("sharedSecret").unwrap_or_default(),
+            server_version: self.str("serverVersion"),
+            plugins_version: self.str("pluginsVersion"),
+            oauth_client_id: self.str("oauthClientId"),
+            installation_id: self.str("installationId"),
+            service_entitlement_number: self.str("serviceEntitlementNumber"),
+            entitlement_id: self.str("entitlementId"),
+            entitlement_number: self.str("entitlementNumber"),
+        })
+    }
+
+    /// The payload as kept in the event history: without the shared secret.
+    fn stored_json(&self) -> Value {
+        let mut obj = self.obj.clone();
+        obj.remove("sharedSecret");
+        Value::Object(obj)
+    }
+}
+
+const OPTIONAL: [&str; 11] = [
+    "displayUrl",
+    "description",
+    "serverVersion",
+    "pluginsVersion",
+    "oauthClientId",
+    "installationId",
+    "serviceEntitlementNumber",
+    "entitlementId",
+    "entitlementNumber",
+    "displayUrlServicedeskHelpCenter",
+    "sharedSecret",
+];
+
+fn required(obj: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+    match obj.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(ApiError::invalid_field(field, "must not be empty")),
+        None | Some(Value::Null) => Err(ApiError::bad_request(
+            "missing_field",
+            format!("{field}: is required"),
+        )),
+        Some(_) => Err(ApiError::invalid_field(field, "must be a string")),
+    }
+}
+
+fn optional(obj: &Map<String, Value>, field: &str) -> Result<(), ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(ApiError::invalid_field(field, "must be a string")),
+    }
+}
+
+/// The first value of a form-encoded query parameter.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}

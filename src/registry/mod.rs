@@ -1,0 +1,4 @@
+//! The rules of the registry, shared by the HTTP routes and the CLI: lifecycle callbacks and
+//! the vendor's operations.
+
+pub mod lifecycle;

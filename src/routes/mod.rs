@@ -1,0 +1,66 @@
+//! HTTP routes, thin: extract, call, map. Protection is mounted on scopes, not per handler.
+
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{HttpResponse, web};
+
+use crate::error::json_error;
+
+pub mod lifecycle;
+pub mod ops;
+
+/// Largest request body accepted anywhere (contract §8: 413 beyond 1 MiB).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Every route of the service. Library users can mount parts of it themselves: see
+/// [`lifecycle::configure`].
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
+        .app_data(web::JsonConfig::default().limit(MAX_BODY))
+        .configure(ops::configure)
+        .configure(lifecycle::configure)
+        .default_service(web::to(|| async {
+            json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
+        }));
+}
+
+/// For `.default_service` of a resource: the route exists, the method does not.
+pub async fn method_not_allowed() -> HttpResponse {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+/// Turns framework-made error answers without a JSON body (413 from the payload limit, a 400
+/// from a query extractor, 404/405) into the contract's `{"error","message"}` shape.
+pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler_client(|res: ServiceResponse<B>| {
+        let is_json = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+        if is_json {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        let (code, message) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over 1 MiB"),
+            StatusCode::NOT_FOUND => ("not_found", "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this route does not accept that method",
+            ),
+            StatusCode::UNAUTHORIZED => ("unauthorized", "authentication required"),
+            _ => ("bad_request", "the request could not be read"),
+        };
+        let (req, _) = res.into_parts();
+        let res = json_error(status, code, message);
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(req, res).map_into_right_body(),
+        ))
+    })
+}

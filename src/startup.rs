@@ -1,0 +1,126 @@
+//! Building and running the server: [`Application::build`] connects, migrates, binds its own
+//! listener (so tests bind port 0 and ask which port they got) and starts background tasks.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Config;
+use crate::connect::descriptor::{self, Descriptor};
+use crate::connect::install_keys::InstallKeys;
+use crate::metrics::Metrics;
+use crate::store::Db;
+use crate::telemetry::KeeperRootSpan;
+
+/// Everything a handler needs, shared by reference.
+pub struct AppState {
+    pub config: Config,
+    pub app_key: String,
+    pub db: Db,
+    pub descriptor: Descriptor,
+    pub install_keys: InstallKeys,
+    /// The one outbound HTTP client (timeouts set), for the product and the Marketplace.
+    pub http: reqwest::Client,
+    pub metrics: Metrics,
+    /// The path of `APP_BASE_URL` ("" for none), stripped before computing a request's qsh.
+    pub base_path: String,
+}
+
+pub type SharedState = web::Data<AppState>;
+
+impl AppState {
+    /// Connects and migrates the database and builds the clients, without binding anything.
+    pub async fn new(config: Config) -> anyhow::Result<AppState> {
+        // reqwest is built without a bundled TLS provider; use ring's (pure build, no cmake).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let template = match &config.descriptor_path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("DESCRIPTOR_PATH={path:?}: cannot read the file"))?,
+            None => descriptor::BUILTIN_TEMPLATE.to_owned(),
+        };
+        let app_key = match &config.app_key {
+            Some(k) => k.clone(),
+            None => crate::config::descriptor_key(&template)
+                .context("the descriptor template has no \"key\" and APP_KEY is unset")?,
+        };
+        let descriptor = Descriptor::new(&template, config.app_base_url.as_str(), &app_key)
+            .context("DESCRIPTOR_PATH: invalid descriptor template")?;
+        let db = Db::connect(&config.database_url).await?;
+        db.migrate().await.context("applying migrations")?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("connect-keeper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let install_keys = InstallKeys::new(config.install_keys_url.clone(), http.clone());
+        let base_path = config.app_base_url.path().trim_end_matches('/').to_owned();
+        Ok(AppState {
+            app_key,
+            db,
+            descriptor,
+            install_keys,
+            http,
+            metrics: Metrics::new(),
+            base_path,
+            config,
+        })
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: SharedState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(config.bind_addr)
+            .with_context(|| format!("BIND_ADDR={}: cannot listen", config.bind_addr))?;
+        let state = web::Data::new(AppState::new(config).await?);
+        Self::with_listener(state, listener)
+    }
+
+    pub fn with_listener(state: SharedState, listener: TcpListener) -> anyhow::Result<Application> {
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(crate::routes::json_errors())
+                .wrap(crate::routes::ops::RequestMetrics)
+                .wrap(TracingLogger::<KeeperRootSpan>::new())
+                .app_data(app_state.clone())
+                .configure(crate::routes::configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone().into_inner()
+    }
+
+    /// Runs until SIGTERM/SIGINT; in-flight requests finish first (actix's graceful stop).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let result = self.server.await;
+        state.db.close().await;
+        result
+    }
+}

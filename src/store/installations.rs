@@ -1,0 +1,300 @@
+//! The `installations` table: one row per tenant, written by verified lifecycle callbacks.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{Db, events};
+
+/// Every column of `installations`. `shared_secret` is here because the middleware and the
+/// outbound signer need it; it must never be serialised into a response or log line, which is
+/// why this type does not implement `Serialize` and its `Debug` hides the secret.
+#[derive(Clone, sqlx::FromRow)]
+pub struct InstallationRow {
+    pub client_key: String,
+    pub app_key: String,
+    pub base_url: String,
+    pub base_host: String,
+    pub display_url: Option<String>,
+    pub product_type: String,
+    pub description: Option<String>,
+    pub shared_secret: Option<String>,
+    pub server_version: Option<String>,
+    pub plugins_version: Option<String>,
+    pub oauth_client_id: Option<String>,
+    pub installation_id: Option<String>,
+    pub service_entitlement_number: Option<String>,
+    pub entitlement_id: Option<String>,
+    pub entitlement_number: Option<String>,
+    pub cloud_id: Option<String>,
+    pub status: String,
+    pub installed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub uninstalled_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub last_install_iat: Option<i64>,
+    pub lic_last_seen: Option<String>,
+    pub lic_seen_at: Option<DateTime<Utc>>,
+    pub host_license_active: Option<bool>,
+    pub host_license_type: Option<String>,
+    pub host_license_evaluation: Option<bool>,
+    pub host_license_entitlement_id: Option<String>,
+    pub host_license_entitlement_number: Option<String>,
+    pub host_license_sen: Option<String>,
+    pub host_checked_at: Option<DateTime<Utc>>,
+    pub host_next_check_at: Option<DateTime<Utc>>,
+    pub host_failures: i32,
+    pub host_last_error: Option<String>,
+    pub mp_license_id: Option<String>,
+    pub mp_license_type: Option<String>,
+    pub mp_tier: Option<String>,
+    pub mp_user_count: Option<i64>,
+    pub mp_status: Option<String>,
+    pub mp_maintenance_start: Option<DateTime<Utc>>,
+    pub mp_maintenance_end: Option<DateTime<Utc>>,
+    pub mp_trial_start: Option<DateTime<Utc>>,
+    pub mp_trial_end: Option<DateTime<Utc>>,
+    pub mp_company: Option<String>,
+    pub mp_country: Option<String>,
+    pub mp_region: Option<String>,
+    pub mp_technical_contact: Option<String>,
+    pub mp_billing_contact: Option<String>,
+    pub mp_last_updated: Option<DateTime<Utc>>,
+    pub mp_synced_at: Option<DateTime<Utc>>,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for InstallationRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstallationRow")
+            .field("client_key", &self.client_key)
+            .field("base_url", &self.base_url)
+            .field("status", &self.status)
+            .field("shared_secret", &self.shared_secret.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fields a verified `installed` callback writes.
+#[derive(Clone)]
+pub struct InstallRecord {
+    pub client_key: String,
+    pub app_key: String,
+    pub base_url: String,
+    pub base_host: String,
+    pub display_url: Option<String>,
+    pub product_type: String,
+    pub description: Option<String>,
+    pub shared_secret: String,
+    pub server_version: Option<String>,
+    pub plugins_version: Option<String>,
+    pub oauth_client_id: Option<String>,
+    pub installation_id: Option<String>,
+    pub service_entitlement_number: Option<String>,
+    pub entitlement_id: Option<String>,
+    pub entitlement_number: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The change was written (with its event).
+    Written,
+    /// The token was issued before the last accepted install: a replay or a late duplicate.
+    /// Nothing is written, so it cannot roll back a rotated secret.
+    Stale,
+    /// No such tenant.
+    Unknown,
+}
+
+pub async fn get(db: &Db, client_key: &str) -> sqlx::Result<Option<InstallationRow>> {
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, InstallationRow>("SELECT * FROM installations WHERE client_key = $1")
+            .bind(client_key)
+            .fetch_optional(p)
+            .await
+    })
+}
+
+pub async fn count(db: &Db) -> sqlx::Result<i64> {
+    crate::on_db!(db, |p| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM installations")
+            .fetch_one(p)
+            .await
+    })
+}
+
+const UPSERT_INSTALL: &str = r#"
+INSERT INTO installations (
+    client_key, app_key, base_url, base_host, display_url, product_type, description,
+    shared_secret, server_version, plugins_version, oauth_client_id, installation_id,
+    service_entitlement_number, entitlement_id, entitlement_number, status,
+    installed_at, updated_at, uninstalled_at, last_install_iat, changed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'installed',
+        $16, $16, NULL, $17, $16)
+ON CONFLICT (client_key) DO UPDATE SET
+    app_key = excluded.app_key,
+    base_url = excluded.base_url,
+    base_host = excluded.base_host,
+    display_url = excluded.display_url,
+    product_type = excluded.product_type,
+    description = excluded.description,
+    shared_secret = excluded.shared_secret,
+    server_version = excluded.server_version,
+    plugins_version = excluded.plugins_version,
+    oauth_client_id = excluded.oauth_client_id,
+    installation_id = excluded.installation_id,
+    service_entitlement_number = excluded.service_entitlement_number,
+    entitlement_id = excluded.entitlement_id,
+    entitlement_number = excluded.entitlement_number,
+    -- a reinstall keeps enabled/disabled (a site rename sends no `enabled`)
+    status = CASE WHEN installations.status IN ('enabled', 'disabled')
+                  THEN installations.status ELSE 'installed' END,
+    installed_at = CASE WHEN installations.status = 'uninstalled'
+                        THEN excluded.installed_at ELSE installations.installed_at END,
+    updated_at = excluded.updated_at,
+    uninstalled_at = NULL,
+    last_install_iat = excluded.last_install_iat,
+    changed_at = excluded.changed_at
+"#;
+
+/// Upserts the tenant from a verified `installed` and appends the event, atomically.
+pub async fn record_install(
+    db: &Db,
+    rec: &InstallRecord,
+    token_iat: i64,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Applied> {
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin().await?;
+        let last: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT last_install_iat FROM installations WHERE client_key = $1",
+        )
+        .bind(&rec.client_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if matches!(last, Some(Some(last)) if token_iat < last) {
+            return Ok(Applied::Stale);
+        }
+        sqlx::query(UPSERT_INSTALL)
+            .bind(&rec.client_key)
+            .bind(&rec.app_key)
+            .bind(&rec.base_url)
+            .bind(&rec.base_host)
+            .bind(&rec.display_url)
+            .bind(&rec.product_type)
+            .bind(&rec.description)
+            .bind(&rec.shared_secret)
+            .bind(&rec.server_version)
+            .bind(&rec.plugins_version)
+            .bind(&rec.oauth_client_id)
+            .bind(&rec.installation_id)
+            .bind(&rec.service_entitlement_number)
+            .bind(&rec.entitlement_id)
+            .bind(&rec.entitlement_number)
+            .bind(now)
+            .bind(token_iat)
+            .execute(&mut *tx)
+            .await?;
+        events::insert(&mut *tx, &rec.client_key, "installed", Some(token_iat), payload, now)
+            .await?;
+        tx.commit().await?;
+        Ok(Applied::Written)
+    })
+}
+
+/// Applies `uninstalled`, `enabled` or `disabled` to a known tenant and appends the event.
+///
+/// `uninstalled` keeps the record and history but erases the shared secret. An `enabled` or
+/// `disabled` for an uninstalled tenant is recorded in the history but does not revive it.
+/// A signed token older than the last accepted install is stale and changes nothing.
+pub async fn record_transition(
+    db: &Db,
+    client_key: &str,
+    event_type: &str,
+    token_iat: i64,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Applied> {
+    let update = match event_type {
+        "uninstalled" => {
+            "UPDATE installations SET status = 'uninstalled', shared_secret = NULL,
+                 uninstalled_at = $2, updated_at = $2, changed_at = $2
+             WHERE client_key = $1"
+        }
+        "enabled" => {
+            "UPDATE installations SET status = 'enabled', updated_at = $2, changed_at = $2
+             WHERE client_key = $1 AND status <> 'uninstalled'"
+        }
+        "disabled" => {
+            "UPDATE installations SET status = 'disabled', updated_at = $2, changed_at = $2
+             WHERE client_key = $1 AND status <> 'uninstalled'"
+        }
+        other => return Err(sqlx::Error::Protocol(format!("not a transition: {other}"))),
+    };
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin().await?;
+        let last: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT last_install_iat FROM installations WHERE client_key = $1",
+        )
+        .bind(client_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(last) = last else {
+            return Ok(Applied::Unknown);
+        };
+        if event_type == "uninstalled" && matches!(last, Some(last) if token_iat < last) {
+            return Ok(Applied::Stale);
+        }
+        sqlx::query(update)
+            .bind(client_key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        events::insert(&mut *tx, client_key, event_type, Some(token_iat), payload, now).await?;
+        tx.commit().await?;
+        Ok(Applied::Written)
+    })
+}
+
+/// Client keys whose decision-relevant data changed at or after `since` (cache refresh).
+pub async fn changed_since(db: &Db, since: DateTime<Utc>) -> sqlx::Result<Vec<String>> {
+    crate::on_db!(db, |p| {
+        sqlx::query_scalar::<_, String>(
+            "SELECT client_key FROM installations WHERE changed_at >= $1
+             UNION SELECT client_key FROM grants WHERE changed_at >= $1
+             UNION SELECT redeemed_by FROM access_tokens
+                   WHERE changed_at >= $1 AND redeemed_by IS NOT NULL",
+        )
+        .bind(since)
+        .fetch_all(p)
+        .await
+    })
+}
+
+/// Background write of what the middleware saw: last request time and, when the token bound
+/// one, the `lic` value. Does not bump `changed_at`: this process already knows, and the
+/// value only matters to other instances when their own requests carry no `lic`.
+pub async fn record_seen(
+    db: &Db,
+    client_key: &str,
+    seen_at: DateTime<Utc>,
+    lic: Option<&str>,
+) -> sqlx::Result<()> {
+    crate::on_db!(db, |p| {
+        sqlx::query(
+            "UPDATE installations SET
+                 last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $2
+                                     THEN $2 ELSE last_seen_at END,
+                 lic_last_seen = COALESCE($3, lic_last_seen),
+                 lic_seen_at = CASE WHEN $3 IS NULL THEN lic_seen_at ELSE $2 END
+             WHERE client_key = $1",
+        )
+        .bind(client_key)
+        .bind(seen_at)
+        .bind(lic)
+        .execute(p)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}

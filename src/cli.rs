@@ -7,7 +7,11 @@ use crate::config::Config;
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
-#[command(name = "connect-keeper", version, about = "Atlassian Connect app backend and installation registry")]
+#[command(
+    name = "connect-keeper",
+    version,
+    about = "Atlassian Connect app backend and installation registry"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -99,6 +99,15 @@ pub struct Config {
     /// How often another process's changes are picked up (contract: within 5 s). Not an
     /// environment variable; tests may shorten it.
     pub cache_refresh: Duration,
+    /// First retry delay after a failed read of a product's license endpoint or tenant_info;
+    /// it doubles per failure up to `host_license_refresh`. Not an environment variable;
+    /// tests shorten it.
+    pub host_retry_base: Duration,
+    /// Timeout of one Marketplace page request. Not an environment variable; tests shorten it.
+    pub marketplace_timeout: Duration,
+    /// First retry delay of a Marketplace page that failed with a 5xx or a network error
+    /// (two retries, doubling). Not an environment variable; tests shorten it.
+    pub marketplace_retry_base: Duration,
 }
 
 impl Config {
@@ -142,7 +151,11 @@ impl Config {
             let v = var("DATABASE_URL").unwrap_or_else(|| "sqlite://data/connect-keeper.db".into());
             DatabaseUrl::parse(&v).map_err(|reason| {
                 // Never echo a PostgreSQL URL: it may hold a password.
-                let shown = if v.starts_with("sqlite:") { v.clone() } else { redact(&v) };
+                let shown = if v.starts_with("sqlite:") {
+                    v.clone()
+                } else {
+                    redact(&v)
+                };
                 err("DATABASE_URL", &shown, reason)
             })?
         };
@@ -157,9 +170,14 @@ impl Config {
             Some(k) => {
                 let ok = !k.is_empty()
                     && k.len() <= 64
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
                 if !ok {
-                    return Err(err("APP_KEY", &k, "expected 1..=64 of [A-Za-z0-9-._]".into()));
+                    return Err(err(
+                        "APP_KEY",
+                        &k,
+                        "expected 1..=64 of [A-Za-z0-9-._]".into(),
+                    ));
                 }
                 Some(k)
             }
@@ -221,6 +239,9 @@ impl Config {
             log_format,
             descriptor_path,
             cache_refresh: Duration::from_secs(2),
+            host_retry_base: Duration::from_secs(30),
+            marketplace_timeout: Duration::from_secs(30),
+            marketplace_retry_base: Duration::from_secs(1),
         })
     }
 }
@@ -251,7 +272,9 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let c = cfg(&[]).unwrap();
-        assert!(matches!(c.database_url, DatabaseUrl::Sqlite(ref u) if u == "sqlite://data/connect-keeper.db"));
+        assert!(
+            matches!(c.database_url, DatabaseUrl::Sqlite(ref u) if u == "sqlite://data/connect-keeper.db")
+        );
         assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.app_base_url.as_str(), "http://localhost:8080/");
         assert_eq!(c.jwt_leeway_secs, 30);
@@ -292,7 +315,11 @@ mod tests {
 
     #[test]
     fn marketplace_needs_all_three() {
-        let c = cfg(&[("MARKETPLACE_VENDOR_ID", "123"), ("MARKETPLACE_USER", "a@b")]).unwrap();
+        let c = cfg(&[
+            ("MARKETPLACE_VENDOR_ID", "123"),
+            ("MARKETPLACE_USER", "a@b"),
+        ])
+        .unwrap();
         assert!(c.marketplace.is_none());
         let c = cfg(&[
             ("MARKETPLACE_VENDOR_ID", "123"),

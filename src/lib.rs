@@ -13,6 +13,7 @@ pub mod config;
 pub mod connect;
 pub mod domain;
 pub mod error;
+pub mod licensing;
 pub mod metrics;
 pub mod registry;
 pub mod routes;

@@ -90,13 +90,15 @@ impl Application {
     pub fn with_listener(state: SharedState, listener: TcpListener) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
+        let base_path = state.base_path.clone();
         let server = HttpServer::new(move || {
+            let base_path = base_path.clone();
             App::new()
                 .wrap(crate::routes::json_errors())
                 .wrap(crate::routes::ops::RequestMetrics)
                 .wrap(TracingLogger::<KeeperRootSpan>::new())
                 .app_data(app_state.clone())
-                .configure(crate::routes::configure)
+                .configure(move |cfg| crate::routes::mount(cfg, &base_path))
         })
         .listen(listener)?
         .shutdown_timeout(30)

@@ -29,7 +29,10 @@ impl RootSpanBuilder for KeeperRootSpan {
         tracing_actix_web::root_span!(request, client_key = tracing::field::Empty)
     }
 
-    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
+    fn on_request_end<B: MessageBody>(
+        span: Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }

@@ -14,7 +14,10 @@ fn field<'a>(vector: &'a Value, name: &str) -> &'a str {
 
 #[test]
 fn all_qsh_vectors_pass() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qsh-vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/qsh-vectors.json"
+    );
     let text = std::fs::read_to_string(path).expect("read qsh-vectors.json");
     let vectors: Vec<Value> = serde_json::from_str(&text).expect("parse qsh-vectors.json");
 

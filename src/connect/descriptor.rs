@@ -40,16 +40,12 @@ impl Descriptor {
     pub fn render(&self, access_token: Option<&str>) -> Value {
         let mut v = self.rendered.clone();
         if let Some(token) = access_token.filter(|t| !t.is_empty())
-            && let Some(installed) = v
-                .get_mut("lifecycle")
-                .and_then(|l| l.get_mut("installed"))
+            && let Some(installed) = v.get_mut("lifecycle").and_then(|l| l.get_mut("installed"))
         {
             let url = installed.as_str().unwrap_or("/installed").to_owned();
             let sep = if url.contains('?') { '&' } else { '?' };
-            let enc = percent_encoding::utf8_percent_encode(
-                token,
-                percent_encoding::NON_ALPHANUMERIC,
-            );
+            let enc =
+                percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC);
             *installed = Value::String(format!("{url}{sep}access-token={enc}"));
         }
         v
@@ -84,7 +80,10 @@ mod tests {
     fn access_token_rides_on_the_installed_url_only() {
         let d = Descriptor::new(BUILTIN_TEMPLATE, "https://a.example", "k").unwrap();
         let v = d.render(Some("tok en"));
-        assert_eq!(v["lifecycle"]["installed"], "/installed?access-token=tok%20en");
+        assert_eq!(
+            v["lifecycle"]["installed"],
+            "/installed?access-token=tok%20en"
+        );
         assert_eq!(v["lifecycle"]["uninstalled"], "/uninstalled");
         assert_eq!(d.render(None)["lifecycle"]["installed"], "/installed");
     }

@@ -77,8 +77,9 @@ impl InstallKeys {
     /// The verification key for `kid`.
     ///
     /// Errors: [`JwtError::InvalidKid`] for a kid that is not a plain id (no request is made),
-    /// [`JwtError::UnknownKid`] when the key server answers 4xx, [`JwtError::KeyUnavailable`] on 5xx,
-    /// network errors, timeouts, or a body that is not an RSA public key. Concurrent requests for
+    /// [`JwtError::UnknownKid`] when the key server answers 4xx (except 408/429),
+    /// [`JwtError::KeyUnavailable`] on 5xx, 408, 429, other non-2xx answers, network errors,
+    /// timeouts, or a body that is not an RSA public key. Concurrent requests for
     /// the same uncached kid share one fetch.
     pub async fn get(&self, kid: &str) -> Result<DecodingKey, JwtError> {
         validate_kid(kid)?;
@@ -112,8 +113,17 @@ impl InstallKeys {
         })?;
 
         let status = response.status();
-        if status.is_client_error() {
-            tracing::warn!(kid, status = status.as_u16(), "install key server does not know this kid");
+        // 408 and 429 are the key server's trouble, not a verdict on the kid: retrying may work.
+        let transient = matches!(
+            status,
+            reqwest::StatusCode::REQUEST_TIMEOUT | reqwest::StatusCode::TOO_MANY_REQUESTS
+        );
+        if status.is_client_error() && !transient {
+            tracing::warn!(
+                kid,
+                status = status.as_u16(),
+                "install key server does not know this kid"
+            );
             return Err(JwtError::UnknownKid);
         }
         if !status.is_success() {
@@ -136,7 +146,10 @@ impl InstallKeys {
         }
 
         parse_public_key(&body).inspect_err(|_| {
-            tracing::warn!(kid, "install key server answered something that is not an RSA public key");
+            tracing::warn!(
+                kid,
+                "install key server answered something that is not an RSA public key"
+            );
         })
     }
 }
@@ -192,8 +205,7 @@ mod tests {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(kid.to_owned());
         let key = EncodingKey::from_rsa_pem(private_pem).expect("private key");
-        jsonwebtoken::encode(&header, &json!({"iss": "c", "iat": 1, "exp": 2}), &key)
-            .expect("sign")
+        jsonwebtoken::encode(&header, &json!({"iss": "c", "iat": 1, "exp": 2}), &key).expect("sign")
     }
 
     async fn serve_key(server: &MockServer, at: &str, body: &str, times: u64) {
@@ -207,7 +219,14 @@ mod tests {
 
     #[test]
     fn kid_validation() {
-        for good in ["kid-1", "a", "A.b_c-9", "d4b9b8b6-1f2e-4c3a-9b1a-0123456789ab", ".a", "a.."] {
+        for good in [
+            "kid-1",
+            "a",
+            "A.b_c-9",
+            "d4b9b8b6-1f2e-4c3a-9b1a-0123456789ab",
+            ".a",
+            "a..",
+        ] {
             assert_eq!(validate_kid(good), Ok(()), "{good}");
         }
         let long = "k".repeat(MAX_KID_LEN + 1);
@@ -294,10 +313,22 @@ mod tests {
             .respond_with(ResponseTemplate::new(403))
             .mount(&server)
             .await;
+        Mock::given(method("GET"))
+            .and(path("/busy"))
+            .respond_with(ResponseTemplate::new(429))
+            .mount(&server)
+            .await;
         let keys = keys_for(&server, "");
         assert_eq!(keys.get("nope").await.unwrap_err(), JwtError::UnknownKid);
         assert_eq!(keys.get("nope").await.unwrap_err(), JwtError::UnknownKid);
-        assert_eq!(keys.get("forbidden").await.unwrap_err(), JwtError::UnknownKid);
+        assert_eq!(
+            keys.get("forbidden").await.unwrap_err(),
+            JwtError::UnknownKid
+        );
+        assert_eq!(
+            keys.get("busy").await.unwrap_err(),
+            JwtError::KeyUnavailable
+        );
         server.verify().await;
     }
 
@@ -313,8 +344,14 @@ mod tests {
             .await;
         serve_key(&server, "/flaky", PUBLIC_PEM, 1).await;
         let keys = keys_for(&server, "");
-        assert_eq!(keys.get("flaky").await.unwrap_err(), JwtError::KeyUnavailable);
-        assert!(keys.get("flaky").await.is_ok(), "failure must not be cached");
+        assert_eq!(
+            keys.get("flaky").await.unwrap_err(),
+            JwtError::KeyUnavailable
+        );
+        assert!(
+            keys.get("flaky").await.is_ok(),
+            "failure must not be cached"
+        );
         server.verify().await;
     }
 
@@ -341,7 +378,11 @@ mod tests {
             .await;
         let keys = keys_for(&server, "/keys");
         for bad in ["../x", "a/b", "", "%2F", "..", ".", "x?y=1", "x#y"] {
-            assert_eq!(keys.get(bad).await.unwrap_err(), JwtError::InvalidKid, "{bad:?}");
+            assert_eq!(
+                keys.get(bad).await.unwrap_err(),
+                JwtError::InvalidKid,
+                "{bad:?}"
+            );
         }
         server.verify().await;
     }
@@ -352,9 +393,18 @@ mod tests {
         serve_key(&server, "/garbage", "<html>not a key</html>", 2).await;
         serve_key(&server, "/huge", &"A".repeat(MAX_KEY_BODY_BYTES + 1), 1).await;
         let keys = keys_for(&server, "");
-        assert_eq!(keys.get("garbage").await.unwrap_err(), JwtError::KeyUnavailable);
-        assert_eq!(keys.get("garbage").await.unwrap_err(), JwtError::KeyUnavailable);
-        assert_eq!(keys.get("huge").await.unwrap_err(), JwtError::KeyUnavailable);
+        assert_eq!(
+            keys.get("garbage").await.unwrap_err(),
+            JwtError::KeyUnavailable
+        );
+        assert_eq!(
+            keys.get("garbage").await.unwrap_err(),
+            JwtError::KeyUnavailable
+        );
+        assert_eq!(
+            keys.get("huge").await.unwrap_err(),
+            JwtError::KeyUnavailable
+        );
         server.verify().await;
     }
 
@@ -372,7 +422,10 @@ mod tests {
             .await;
         let base = Url::parse(&server.uri()).expect("base");
         let keys = InstallKeys::new(base, client(Some(Duration::from_millis(100))));
-        assert_eq!(keys.get("slow").await.unwrap_err(), JwtError::KeyUnavailable);
+        assert_eq!(
+            keys.get("slow").await.unwrap_err(),
+            JwtError::KeyUnavailable
+        );
     }
 
     #[tokio::test]
@@ -401,8 +454,7 @@ mod tests {
             .mount(&server)
             .await;
         let keys = keys_for(&server, "");
-        let results =
-            futures::future::join_all((0..8).map(|_| keys.get("shared"))).await;
+        let results = futures::future::join_all((0..8).map(|_| keys.get("shared"))).await;
         assert!(results.iter().all(Result::is_ok));
         server.verify().await;
     }

@@ -126,9 +126,10 @@ impl JwtError {
         }
     }
 
-    /// The `alg` is attacker-chosen text that ends up in logs and error bodies, so it is cut short
-    /// and stripped of anything but printable ASCII.
-    fn algorithm(alg: &str) -> Self {
+    /// Builds [`JwtError::Algorithm`] from a token's `alg`. Use this rather than the variant
+    /// directly: the `alg` is attacker-chosen text that ends up in logs and error bodies, so it is
+    /// cut to 20 characters and stripped of anything but printable ASCII.
+    pub fn bad_algorithm(alg: &str) -> Self {
         let clean: String = alg
             .chars()
             .filter(|c| c.is_ascii_graphic())
@@ -193,7 +194,7 @@ pub fn peek(token: &str) -> Result<(TokenHeader, Claims), JwtError> {
 pub fn verify_hs256(token: &str, secret: &[u8]) -> Result<Claims, JwtError> {
     let (header, claims) = peek(token)?;
     if header.alg != "HS256" {
-        return Err(JwtError::algorithm(&header.alg));
+        return Err(JwtError::bad_algorithm(&header.alg));
     }
     let key = DecodingKey::from_secret(secret).map_err(|_| JwtError::BadSignature)?;
     verify_signature(token, &key, Algorithm::HS256)?;
@@ -205,7 +206,7 @@ pub fn verify_hs256(token: &str, secret: &[u8]) -> Result<Claims, JwtError> {
 pub fn verify_rs256(token: &str, key: &DecodingKey) -> Result<Claims, JwtError> {
     let (header, claims) = peek(token)?;
     if header.alg != "RS256" {
-        return Err(JwtError::algorithm(&header.alg));
+        return Err(JwtError::bad_algorithm(&header.alg));
     }
     verify_signature(token, key, Algorithm::RS256)?;
     Ok(claims)
@@ -226,7 +227,7 @@ fn verify_signature(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<()
         Err(err) => Err(match err.kind() {
             ErrorKind::InvalidSignature => JwtError::BadSignature,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                JwtError::algorithm(alg_name(alg))
+                JwtError::bad_algorithm(alg_name(alg))
             }
             ErrorKind::InvalidToken
             | ErrorKind::Base64(_)
@@ -405,7 +406,11 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     }
     let mut inner_pad = [0x36u8; BLOCK];
     let mut outer_pad = [0x5cu8; BLOCK];
-    for ((i, o), k) in inner_pad.iter_mut().zip(outer_pad.iter_mut()).zip(block_key) {
+    for ((i, o), k) in inner_pad
+        .iter_mut()
+        .zip(outer_pad.iter_mut())
+        .zip(block_key)
+    {
         *i ^= k;
         *o ^= k;
     }
@@ -644,7 +649,11 @@ mod tests {
             &format!("{}.{}.sig", b64(r#"{"typ":"JWT"}"#), b64("{}")),
             &format!("{}.{}.sig", b64(r#"{"alg":7}"#), b64("{}")),
             &format!("{}.{}.sig", b64(r#"{"alg":"HS256"}"#), b64("[1,2]")),
-            &format!("{}.{}.sig", b64(r#"{"alg":"HS256"}"#), b64(r#"{"exp":"soon"}"#)),
+            &format!(
+                "{}.{}.sig",
+                b64(r#"{"alg":"HS256"}"#),
+                b64(r#"{"exp":"soon"}"#)
+            ),
             &format!("{}.{}.sig", b64(r#"{"alg":"HS256"}"#), b64(r#"{"iss":5}"#)),
         ] {
             assert_eq!(peek(token).unwrap_err(), JwtError::Malformed, "{token}");
@@ -735,7 +744,10 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            check_audience(&with(json!("https://app.example.com/acme/")), "https://app.example.com/acme"),
+            check_audience(
+                &with(json!("https://app.example.com/acme/")),
+                "https://app.example.com/acme"
+            ),
             Ok(())
         );
         for wrong in [
@@ -840,10 +852,7 @@ mod tests {
             Ok(Some("a.b.c".into()))
         );
         // The query value is form-decoded; the name match is exact.
-        assert_eq!(
-            extract_token(None, "jwt=a%2Eb.c"),
-            Ok(Some("a.b.c".into()))
-        );
+        assert_eq!(extract_token(None, "jwt=a%2Eb.c"), Ok(Some("a.b.c".into())));
         assert_eq!(extract_token(None, "JWT=a.b.c"), Ok(None));
     }
 
@@ -869,9 +878,7 @@ mod tests {
         for err in all {
             let reason = err.reason();
             assert!(
-                reason
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                reason.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
                 "{reason}"
             );
             assert!(!err.to_string().is_empty());

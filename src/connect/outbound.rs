@@ -63,15 +63,21 @@ mod tests {
     #[test]
     fn jira_path_and_query() {
         let base = "https://acme.atlassian.net/";
-        let url = "https://acme.atlassian.net/rest/api/3/search?jql=project+%3D+TEST&fields=summary";
+        let url =
+            "https://acme.atlassian.net/rest/api/3/search?jql=project+%3D+TEST&fields=summary";
         let token = sign_product_request("get", url, base, "my-app", SECRET, NOW);
 
         let claims = verify_hs256(&token, SECRET).expect("verifies");
-        let expected = hash_canonical("GET&/rest/api/3/search&fields=summary&jql=project%20%3D%20TEST");
+        let expected =
+            hash_canonical("GET&/rest/api/3/search&fields=summary&jql=project%20%3D%20TEST");
         assert_eq!(claims.qsh.as_deref(), Some(expected.as_str()));
         // The product recomputes the same hash from the request it receives.
         assert_eq!(
-            check_qsh(&claims, &qsh_for_url("GET", url, base), QshPolicy::RequestOnly),
+            check_qsh(
+                &claims,
+                &qsh_for_url("GET", url, base),
+                QshPolicy::RequestOnly
+            ),
             Ok(TokenKind::QueryBound)
         );
         assert!(verify_hs256(&token, b"other-secret").is_err());
@@ -84,7 +90,11 @@ mod tests {
         let token = sign_product_request("DELETE", url, base, "my-app", SECRET, NOW);
         let claims = verify_hs256(&token, SECRET).expect("verifies");
         assert_eq!(
-            check_qsh(&claims, &qsh_for_url("GET", url, base), QshPolicy::RequestOnly),
+            check_qsh(
+                &claims,
+                &qsh_for_url("GET", url, base),
+                QshPolicy::RequestOnly
+            ),
             Err(crate::connect::jwt::JwtError::QshMismatch)
         );
     }

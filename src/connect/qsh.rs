@@ -151,7 +151,9 @@ pub fn split_url(url: &str) -> (&str, &str) {
         },
         _ => without_fragment,
     };
-    path_and_query.split_once('?').unwrap_or((path_and_query, ""))
+    path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""))
 }
 
 /// The raw path of a base URL such as `https://x.atlassian.net/wiki` (→ `/wiki`), for use as the
@@ -332,7 +334,10 @@ mod tests {
         assert_eq!(split_url("https://h?x=1"), ("", "x=1"));
         assert_eq!(split_url("https://h"), ("", ""));
         assert_eq!(split_url("http://h:80/p/"), ("/p/", ""));
-        assert_eq!(split_url("/rest/api?u=http://x"), ("/rest/api", "u=http://x"));
+        assert_eq!(
+            split_url("/rest/api?u=http://x"),
+            ("/rest/api", "u=http://x")
+        );
         assert_eq!(
             split_url("https://h/j/p/jira&a=b&c=d?x=y"),
             ("/j/p/jira&a=b&c=d", "x=y")
@@ -342,7 +347,8 @@ mod tests {
 
     #[test]
     fn confluence_search_example_from_spec() {
-        let url = "https://example.com/wiki/rest/api/search?cql=title~%22%2A%22+and+type%3Dpage&limit=10";
+        let url =
+            "https://example.com/wiki/rest/api/search?cql=title~%22%2A%22+and+type%3Dpage&limit=10";
         let base = "https://example.com/wiki";
         assert_eq!(
             canonical_for_url("GET", url, base),

@@ -144,7 +144,10 @@ async fn verify_token(
         // A shared-secret token is only meaningful once the tenant exists: never on
         // installed/uninstalled (protocol §3.5 — no trust on first use).
         "HS256" if matches!(event, LifecycleEvent::Enabled | LifecycleEvent::Disabled) => {
-            let iss = unverified.iss.as_deref().ok_or(JwtError::MissingClaim("iss"))?;
+            let iss = unverified
+                .iss
+                .as_deref()
+                .ok_or(JwtError::MissingClaim("iss"))?;
             let tenant = installations::get(&state.db, iss)
                 .await
                 .map_err(|e| {
@@ -157,7 +160,7 @@ async fn verify_token(
             jwt::check_times(&claims, now, leeway)?;
             claims
         }
-        other => return Err(JwtError::Algorithm(other.to_owned())),
+        other => return Err(JwtError::bad_algorithm(other)),
     };
     jwt::check_qsh(
         &claims,
@@ -231,7 +234,10 @@ impl Payload {
     }
 
     fn str(&self, field: &str) -> Option<String> {
-        self.obj.get(field).and_then(Value::as_str).map(str::to_owned)
+        self.obj
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     }
 
     fn install_record(&self) -> Result<InstallRecord, ApiError> {

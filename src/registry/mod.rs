@@ -1,4 +1,5 @@
 //! The rules of the registry, shared by the HTTP routes and the CLI: lifecycle callbacks and
 //! the vendor's operations.
 
+pub mod license_view;
 pub mod lifecycle;

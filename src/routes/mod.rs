@@ -13,16 +13,25 @@ pub mod ops;
 /// Largest request body accepted anywhere (contract §8: 413 beyond 1 MiB).
 pub const MAX_BODY: usize = 1 << 20;
 
+/// The whole service: every route at the root and, when `APP_BASE_URL` has a path (e.g.
+/// `/acme`), under that path too — so it works behind a proxy that strips the prefix and one
+/// that keeps it. Unknown routes answer a JSON 404.
+pub fn mount(cfg: &mut web::ServiceConfig, base_path: &str) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
+        .app_data(web::JsonConfig::default().limit(MAX_BODY));
+    if !base_path.is_empty() {
+        cfg.service(web::scope(base_path).configure(configure));
+    }
+    cfg.configure(configure).default_service(web::to(|| async {
+        json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }));
+}
+
 /// Every route of the service. Library users can mount parts of it themselves: see
 /// [`lifecycle::configure`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
-        .app_data(web::JsonConfig::default().limit(MAX_BODY))
-        .configure(ops::configure)
-        .configure(lifecycle::configure)
-        .default_service(web::to(|| async {
-            json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
-        }));
+    cfg.configure(ops::configure)
+        .configure(lifecycle::configure);
 }
 
 /// For `.default_service` of a resource: the route exists, the method does not.
@@ -48,7 +57,9 @@ pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
         }
         let status = res.status();
         let (code, message) = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over 1 MiB"),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("payload_too_large", "the request body is over 1 MiB")
+            }
             StatusCode::NOT_FOUND => ("not_found", "no such route"),
             StatusCode::METHOD_NOT_ALLOWED => (
                 "method_not_allowed",

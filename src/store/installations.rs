@@ -61,6 +61,11 @@ pub struct InstallationRow {
     pub mp_last_updated: Option<DateTime<Utc>>,
     pub mp_synced_at: Option<DateTime<Utc>>,
     pub changed_at: DateTime<Utc>,
+    /// Materialised [`crate::licensing::view`], kept current by
+    /// [`crate::registry::license_view`] so the admin filters and sorts are plain SQL.
+    pub license_state: String,
+    pub license_source: Option<String>,
+    pub effective_trial_end: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for InstallationRow {
@@ -166,12 +171,11 @@ pub async fn record_install(
 ) -> sqlx::Result<Applied> {
     crate::on_db!(db, |p| {
         let mut tx = p.begin().await?;
-        let last: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT last_install_iat FROM installations WHERE client_key = $1",
-        )
-        .bind(&rec.client_key)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let last: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT last_install_iat FROM installations WHERE client_key = $1")
+                .bind(&rec.client_key)
+                .fetch_optional(&mut *tx)
+                .await?;
         if matches!(last, Some(Some(last)) if token_iat < last) {
             return Ok(Applied::Stale);
         }
@@ -195,8 +199,15 @@ pub async fn record_install(
             .bind(token_iat)
             .execute(&mut *tx)
             .await?;
-        events::insert(&mut *tx, &rec.client_key, "installed", Some(token_iat), payload, now)
-            .await?;
+        events::insert(
+            &mut *tx,
+            &rec.client_key,
+            "installed",
+            Some(token_iat),
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Applied::Written)
     })
@@ -233,12 +244,11 @@ pub async fn record_transition(
     };
     crate::on_db!(db, |p| {
         let mut tx = p.begin().await?;
-        let last: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT last_install_iat FROM installations WHERE client_key = $1",
-        )
-        .bind(client_key)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let last: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT last_install_iat FROM installations WHERE client_key = $1")
+                .bind(client_key)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(last) = last else {
             return Ok(Applied::Unknown);
         };
@@ -250,7 +260,15 @@ pub async fn record_transition(
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        events::insert(&mut *tx, client_key, event_type, Some(token_iat), payload, now).await?;
+        events::insert(
+            &mut *tx,
+            client_key,
+            event_type,
+            Some(token_iat),
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Applied::Written)
     })
@@ -297,4 +315,71 @@ pub async fn record_seen(
         .map(|_| ())
     })?;
     Ok(())
+}
+
+/// Rows for unit tests and benches (no database needed).
+#[doc(hidden)]
+pub mod tests_support {
+    use super::InstallationRow;
+    use chrono::{TimeZone, Utc};
+
+    pub fn blank_row(client_key: &str) -> InstallationRow {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        InstallationRow {
+            client_key: client_key.into(),
+            app_key: "app".into(),
+            base_url: "https://example.atlassian.net".into(),
+            base_host: "example.atlassian.net".into(),
+            display_url: None,
+            product_type: "jira".into(),
+            description: None,
+            shared_secret: Some("secret".into()),
+            server_version: None,
+            plugins_version: None,
+            oauth_client_id: None,
+            installation_id: None,
+            service_entitlement_number: None,
+            entitlement_id: None,
+            entitlement_number: None,
+            cloud_id: None,
+            status: "enabled".into(),
+            installed_at: t0,
+            updated_at: t0,
+            uninstalled_at: None,
+            last_seen_at: None,
+            last_install_iat: None,
+            lic_last_seen: None,
+            lic_seen_at: None,
+            host_license_active: None,
+            host_license_type: None,
+            host_license_evaluation: None,
+            host_license_entitlement_id: None,
+            host_license_entitlement_number: None,
+            host_license_sen: None,
+            host_checked_at: None,
+            host_next_check_at: None,
+            host_failures: 0,
+            host_last_error: None,
+            mp_license_id: None,
+            mp_license_type: None,
+            mp_tier: None,
+            mp_user_count: None,
+            mp_status: None,
+            mp_maintenance_start: None,
+            mp_maintenance_end: None,
+            mp_trial_start: None,
+            mp_trial_end: None,
+            mp_company: None,
+            mp_country: None,
+            mp_region: None,
+            mp_technical_contact: None,
+            mp_billing_contact: None,
+            mp_last_updated: None,
+            mp_synced_at: None,
+            changed_at: t0,
+            license_state: "unlicensed".into(),
+            license_source: None,
+            effective_trial_end: None,
+        }
+    }
 }

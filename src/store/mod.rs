@@ -84,7 +84,10 @@ impl Db {
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
-        on_db!(self, |p| sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        on_db!(self, |p| sqlx::query("SELECT 1")
+            .execute(p)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -113,7 +116,10 @@ fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
     let base = if path == ":memory:" {
         SqliteConnectOptions::from_str("sqlite::memory:")?
     } else {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the database folder {}", dir.display()))?;
         }

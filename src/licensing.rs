@@ -1,0 +1,486 @@
+//! License rules, pure: no I/O, no clock of their own (`now` is passed in).
+//!
+//! Two questions are answered here:
+//! * [`decide`] — may this verified request through? (contract §4, "Middleware outcomes" 2.)
+//! * [`view`] — what does the registry show as the installation's license state?
+//!   (contract §5, `license.state`, `source`, `effective_trial_end`.)
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::store::installations::InstallationRow;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    Free,
+    TrialExtension,
+    AccessToken,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Free => "free",
+            GrantKind::TrialExtension => "trial_extension",
+            GrantKind::AccessToken => "access_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrantKind> {
+        [
+            GrantKind::Free,
+            GrantKind::TrialExtension,
+            GrantKind::AccessToken,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// What the rules need to know of a grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantFacts {
+    pub kind: GrantKind,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl GrantFacts {
+    /// Started, not ended, not revoked.
+    pub fn active_at(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.starts_at <= now && self.ends_at.is_none_or(|e| e > now)
+    }
+}
+
+/// Where a piece of license data came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// The `lic` parameter of a verified, query-bound request.
+    Lic,
+    /// The product's license endpoint.
+    Host,
+    /// The Marketplace reporting API.
+    Marketplace,
+}
+
+/// One observation of a tenant's license.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LicenseData {
+    pub source: DataSource,
+    pub at: DateTime<Utc>,
+    pub active: bool,
+    pub evaluation: bool,
+}
+
+/// The three observations a row holds, each when present.
+pub fn observations(row: &InstallationRow) -> [Option<LicenseData>; 3] {
+    let lic = match (&row.lic_last_seen, row.lic_seen_at) {
+        (Some(lic), Some(at)) => Some(LicenseData {
+            source: DataSource::Lic,
+            at,
+            active: lic == "active",
+            evaluation: false,
+        }),
+        _ => None,
+    };
+    let host = match (row.host_license_active, row.host_checked_at) {
+        (Some(active), Some(at)) => Some(LicenseData {
+            source: DataSource::Host,
+            at,
+            active,
+            evaluation: row.host_license_evaluation.unwrap_or(false),
+        }),
+        _ => None,
+    };
+    // The Marketplace's own `lastUpdated` says when its data changed; it lags the product
+    // by up to a day, so it only wins over a product read made before that change.
+    let mp = match (&row.mp_status, row.mp_last_updated.or(row.mp_synced_at)) {
+        (Some(status), Some(at)) => Some(LicenseData {
+            source: DataSource::Marketplace,
+            at,
+            active: status.eq_ignore_ascii_case("active"),
+            evaluation: row
+                .mp_license_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("EVALUATION")),
+        }),
+        _ => None,
+    };
+    [lic, host, mp]
+}
+
+fn newest(items: impl IntoIterator<Item = Option<LicenseData>>) -> Option<LicenseData> {
+    items
+        .into_iter()
+        .flatten()
+        .max_by_key(|d| (d.at, d.source as u8))
+}
+
+/// The tenant's last known license: the newest of the last `lic` seen, the product's license
+/// endpoint and the Marketplace. Used for requests whose token binds no `lic`.
+pub fn known_license(row: &InstallationRow) -> Option<LicenseData> {
+    newest(observations(row))
+}
+
+/// Why a request was let through (`license_source` of `/api/whoami`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Lic,
+    Grant,
+    AccessToken,
+    KnownLicense,
+    EnforcementOff,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Lic => "lic",
+            Source::Grant => "grant",
+            Source::AccessToken => "access_token",
+            Source::KnownLicense => "known_license",
+            Source::EnforcementOff => "enforcement_off",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub licensed: bool,
+    /// What decided it; for a refusal, the `lic` or known license that said no (or `None`
+    /// when nothing was known).
+    pub source: Option<Source>,
+}
+
+/// The request decision, first match wins (contract §4): enforcement off; an active grant or
+/// redeemed access token; the `lic` bound by a query-bound token — `active` licenses, anything
+/// else refuses (`bound_lic` is `None` for context tokens, whose query the token does not
+/// cover, and for tokens without `lic`); with no bound `lic`, the tenant's last known license.
+pub fn decide(
+    enforcement: bool,
+    grants: &[GrantFacts],
+    bound_lic: Option<&str>,
+    known: Option<&LicenseData>,
+    now: DateTime<Utc>,
+) -> Decision {
+    let yes = |source| Decision {
+        licensed: true,
+        source: Some(source),
+    };
+    if !enforcement {
+        return yes(Source::EnforcementOff);
+    }
+    let active = |kind| grants.iter().any(|g| g.kind == kind && g.active_at(now));
+    if active(GrantKind::Free) || active(GrantKind::TrialExtension) {
+        return yes(Source::Grant);
+    }
+    if active(GrantKind::AccessToken) {
+        return yes(Source::AccessToken);
+    }
+    if let Some(lic) = bound_lic {
+        return Decision {
+            licensed: lic == "active",
+            source: Some(Source::Lic),
+        };
+    }
+    match known {
+        Some(k) => Decision {
+            licensed: k.active,
+            source: Some(Source::KnownLicense),
+        },
+        None => Decision {
+            licensed: false,
+            source: None,
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseState {
+    Active,
+    Trial,
+    Free,
+    Unlicensed,
+}
+
+impl LicenseState {
+    pub const ALL: [LicenseState; 4] = [
+        LicenseState::Active,
+        LicenseState::Trial,
+        LicenseState::Free,
+        LicenseState::Unlicensed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseState::Active => "active",
+            LicenseState::Trial => "trial",
+            LicenseState::Free => "free",
+            LicenseState::Unlicensed => "unlicensed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LicenseState> {
+        LicenseState::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// `license.source` of the Installation JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewSource {
+    Lic,
+    Host,
+    Marketplace,
+    Grant,
+}
+
+impl ViewSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewSource::Lic => "lic",
+            ViewSource::Host => "host",
+            ViewSource::Marketplace => "marketplace",
+            ViewSource::Grant => "grant",
+        }
+    }
+}
+
+impl From<DataSource> for ViewSource {
+    fn from(s: DataSource) -> Self {
+        match s {
+            DataSource::Lic => ViewSource::Lic,
+            DataSource::Host => ViewSource::Host,
+            DataSource::Marketplace => ViewSource::Marketplace,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LicenseView {
+    pub state: LicenseState,
+    pub source: Option<ViewSource>,
+    pub effective_trial_end: Option<DateTime<Utc>>,
+}
+
+/// The registry's license state (contract §5), first match wins: `free` — an active free grant
+/// or redeemed access token; `trial` — an active trial extension, or the latest license data
+/// (product endpoint or Marketplace, whichever is newer) says an active evaluation; `active` —
+/// the latest license data or the last `lic` seen (whichever is newest) says active;
+/// `unlicensed` — everything else, including no data yet.
+pub fn view(row: &InstallationRow, grants: &[GrantFacts], now: DateTime<Utc>) -> LicenseView {
+    let effective_trial_end = grants
+        .iter()
+        .filter(|g| g.kind == GrantKind::TrialExtension && g.revoked_at.is_none())
+        .filter_map(|g| g.ends_at)
+        .chain(row.mp_trial_end)
+        .max();
+    let at = |state, source| LicenseView {
+        state,
+        source,
+        effective_trial_end,
+    };
+    let active = |kind| grants.iter().any(|g| g.kind == kind && g.active_at(now));
+    if active(GrantKind::Free) || active(GrantKind::AccessToken) {
+        return at(LicenseState::Free, Some(ViewSource::Grant));
+    }
+    if active(GrantKind::TrialExtension) {
+        return at(LicenseState::Trial, Some(ViewSource::Grant));
+    }
+    let [lic, host, mp] = observations(row);
+    let data = newest([host, mp]);
+    if let Some(d) = data.filter(|d| d.active && d.evaluation) {
+        return at(LicenseState::Trial, Some(d.source.into()));
+    }
+    match newest([data, lic]) {
+        Some(d) if d.active => at(LicenseState::Active, Some(d.source.into())),
+        Some(d) => at(LicenseState::Unlicensed, Some(d.source.into())),
+        None => at(LicenseState::Unlicensed, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::hours(h)
+    }
+
+    fn grant(kind: GrantKind, starts: i64, ends: Option<i64>, revoked: Option<i64>) -> GrantFacts {
+        GrantFacts {
+            kind,
+            starts_at: t(starts),
+            ends_at: ends.map(t),
+            revoked_at: revoked.map(t),
+        }
+    }
+
+    fn known(active: bool) -> LicenseData {
+        LicenseData {
+            source: DataSource::Host,
+            at: t(0),
+            active,
+            evaluation: false,
+        }
+    }
+
+    /// The decision's truth table: every branch, in the contract's order.
+    #[test]
+    fn decide_truth_table() {
+        let now = t(10);
+        let free = grant(GrantKind::Free, 0, None, None);
+        let ext = grant(GrantKind::TrialExtension, 0, Some(20), None);
+        let token = grant(GrantKind::AccessToken, 0, None, None);
+        let ended = grant(GrantKind::Free, 0, Some(5), None);
+        let revoked = grant(GrantKind::Free, 0, None, Some(9));
+        let future = grant(GrantKind::Free, 11, None, None);
+        let yes = |s| Decision {
+            licensed: true,
+            source: Some(s),
+        };
+        let no = |s| Decision {
+            licensed: false,
+            source: s,
+        };
+        type Case<'a> = (
+            bool,
+            Vec<GrantFacts>,
+            Option<&'a str>,
+            Option<LicenseData>,
+            Decision,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            // enforcement off beats everything, even lic=none
+            (false, vec![], Some("none"), Some(known(false)), yes(Source::EnforcementOff)),
+            // grants beat lic=none and a dead known license
+            (true, vec![free.clone()], Some("none"), Some(known(false)), yes(Source::Grant)),
+            (true, vec![ext.clone()], Some("none"), None, yes(Source::Grant)),
+            (true, vec![token.clone()], Some("none"), None, yes(Source::AccessToken)),
+            // a grant beats a token when both are there
+            (true, vec![token.clone(), free.clone()], None, None, yes(Source::Grant)),
+            // inactive grants count for nothing
+            (true, vec![ended.clone(), revoked.clone(), future.clone()], None, None, no(None)),
+            (true, vec![ended, revoked, future], Some("active"), None, yes(Source::Lic)),
+            // a bound lic decides, either way, before the known license
+            (true, vec![], Some("active"), Some(known(false)), yes(Source::Lic)),
+            (true, vec![], Some("none"), Some(known(true)), no(Some(Source::Lic))),
+            (true, vec![], Some("garbage"), Some(known(true)), no(Some(Source::Lic))),
+            // no bound lic: the known license
+            (true, vec![], None, Some(known(true)), yes(Source::KnownLicense)),
+            (true, vec![], None, Some(known(false)), no(Some(Source::KnownLicense))),
+            (true, vec![], None, None, no(None)),
+        ];
+        for (i, (enf, grants, lic, known, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                decide(enf, &grants, lic, known.as_ref(), now),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn grant_activity_edges() {
+        let g = grant(GrantKind::Free, 1, Some(3), None);
+        assert!(!g.active_at(t(0)));
+        assert!(g.active_at(t(1)));
+        assert!(g.active_at(t(2)));
+        assert!(!g.active_at(t(3)), "ends_at is exclusive");
+    }
+
+    fn row() -> InstallationRow {
+        crate::store::installations::tests_support::blank_row("ck")
+    }
+
+    #[test]
+    fn view_states_in_order() {
+        let now = t(10);
+        let mut r = row();
+        assert_eq!(view(&r, &[], now).state, LicenseState::Unlicensed);
+        assert_eq!(view(&r, &[], now).source, None);
+
+        r.lic_last_seen = Some("active".into());
+        r.lic_seen_at = Some(t(1));
+        let v = view(&r, &[], now);
+        assert_eq!(
+            (v.state, v.source),
+            (LicenseState::Active, Some(ViewSource::Lic))
+        );
+
+        // newer product data saying evaluation → trial
+        r.host_license_active = Some(true);
+        r.host_license_evaluation = Some(true);
+        r.host_checked_at = Some(t(2));
+        let v = view(&r, &[], now);
+        assert_eq!(
+            (v.state, v.source),
+            (LicenseState::Trial, Some(ViewSource::Host))
+        );
+
+        // newer Marketplace data says commercial and active
+        r.mp_status = Some("active".into());
+        r.mp_license_type = Some("COMMERCIAL".into());
+        r.mp_last_updated = Some(t(3));
+        let v = view(&r, &[], now);
+        assert_eq!(
+            (v.state, v.source),
+            (LicenseState::Active, Some(ViewSource::Marketplace))
+        );
+
+        // a newer lic=none makes it unlicensed
+        r.lic_last_seen = Some("none".into());
+        r.lic_seen_at = Some(t(4));
+        let v = view(&r, &[], now);
+        assert_eq!(
+            (v.state, v.source),
+            (LicenseState::Unlicensed, Some(ViewSource::Lic))
+        );
+
+        // an active trial extension → trial; a free grant beats it
+        let ext = grant(GrantKind::TrialExtension, 0, Some(20), None);
+        let v = view(&r, std::slice::from_ref(&ext), now);
+        assert_eq!(
+            (v.state, v.source),
+            (LicenseState::Trial, Some(ViewSource::Grant))
+        );
+        let free = grant(GrantKind::Free, 0, None, None);
+        assert_eq!(
+            view(&r, &[ext.clone(), free], now).state,
+            LicenseState::Free
+        );
+        let token = grant(GrantKind::AccessToken, 0, None, None);
+        assert_eq!(view(&r, &[token], now).state, LicenseState::Free);
+    }
+
+    #[test]
+    fn effective_trial_end_is_the_later_of_trial_end_and_extensions() {
+        let now = t(10);
+        let mut r = row();
+        assert_eq!(view(&r, &[], now).effective_trial_end, None);
+        r.mp_trial_end = Some(t(30));
+        assert_eq!(view(&r, &[], now).effective_trial_end, Some(t(30)));
+        let short = grant(GrantKind::TrialExtension, 0, Some(20), None);
+        assert_eq!(
+            view(&r, std::slice::from_ref(&short), now).effective_trial_end,
+            Some(t(30))
+        );
+        let long = grant(GrantKind::TrialExtension, 0, Some(50), None);
+        assert_eq!(
+            view(&r, &[short.clone(), long], now).effective_trial_end,
+            Some(t(50))
+        );
+        let revoked = grant(GrantKind::TrialExtension, 0, Some(90), Some(5));
+        assert_eq!(
+            view(&r, &[short, revoked], now).effective_trial_end,
+            Some(t(30))
+        );
+    }
+}

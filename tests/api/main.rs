@@ -1,0 +1,8 @@
+//! Black-box tests: each starts the real application on port 0 with its own database (a SQLite
+//! file, or a PostgreSQL schema from TEST_DATABASE_URL) and talks HTTP to it. Outside services
+//! (the install-keys server, the product, the Marketplace) are wiremock servers.
+
+#[macro_use]
+mod helpers;
+
+mod lifecycle;

@@ -12,7 +12,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    connect_keeper::telemetry::init(config.log_format);
+    if cli.is_server() {
+        connect_keeper::telemetry::init(config.log_format);
+    } else {
+        // A tool's stdout is its output (a token, a table, JSON): logs go to stderr.
+        cli::init_logging();
+    }
     match cli::run(cli, config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

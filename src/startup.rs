@@ -27,6 +27,8 @@ pub struct AppState {
     /// The one outbound HTTP client (timeouts set), for the product and the Marketplace.
     pub http: reqwest::Client,
     pub metrics: Metrics,
+    /// Asks the background reader of the product's license endpoint to read a site now.
+    pub host_refresh: crate::host_license::Trigger,
     /// The path of `APP_BASE_URL` ("" for none), stripped before computing a request's qsh.
     pub base_path: String,
 }
@@ -67,6 +69,7 @@ impl AppState {
             install_keys,
             http,
             metrics: Metrics::new(),
+            host_refresh: crate::host_license::Trigger::new(),
             base_path,
             config,
         })
@@ -84,6 +87,9 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr)
             .with_context(|| format!("BIND_ADDR={}: cannot listen", config.bind_addr))?;
         let state = web::Data::new(AppState::new(config).await?);
+        crate::registry::license_view::spawn_sweeper(state.db.clone(), Duration::from_secs(30));
+        crate::host_license::start(state.clone().into_inner());
+        crate::marketplace::spawn_periodic(state.clone().into_inner());
         Self::with_listener(state, listener)
     }
 

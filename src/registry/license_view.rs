@@ -44,3 +44,26 @@ pub async fn sweep(db: &Db, after: DateTime<Utc>, until: DateTime<Utc>) -> sqlx:
     }
     Ok(keys.len())
 }
+
+/// Runs [`sweep`] every `period` for as long as the process lives. The first pass covers all
+/// of history, catching grants and trials that ran out while no instance was running.
+pub fn spawn_sweeper(db: Db, period: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut after = DateTime::<Utc>::UNIX_EPOCH;
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let until = crate::store::now();
+            match sweep(&db, after, until).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(tenants = n, "license views refreshed after grants or trials ended");
+                    }
+                    after = until;
+                }
+                Err(e) => tracing::warn!(error = %e, "license view sweep failed; will retry"),
+            }
+        }
+    })
+}

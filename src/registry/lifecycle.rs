@@ -112,6 +112,9 @@ async fn verify_and_apply(
             tracing::warn!(client_key = %payload.client_key, event = event.as_str(), "lifecycle event for an unknown tenant ignored")
         }
     }
+    if applied == Applied::Written && event == LifecycleEvent::Installed {
+        state.host_refresh.installed(&payload.client_key); // background license + cloudId read
+    }
     let access_token = (event == LifecycleEvent::Installed)
         .then(|| query_param(parts.query, "access-token"))
         .flatten();

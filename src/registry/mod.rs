@@ -2,4 +2,5 @@
 //! the vendor's operations.
 
 pub mod license_view;
+pub mod vendor;
 pub mod lifecycle;

@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 
 use crate::error::json_error;
 
+pub mod admin;
 pub mod lifecycle;
 pub mod ops;
 
@@ -31,7 +32,8 @@ pub fn mount(cfg: &mut web::ServiceConfig, base_path: &str) {
 /// [`lifecycle::configure`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
-        .configure(lifecycle::configure);
+        .configure(lifecycle::configure)
+        .configure(admin::configure);
 }
 
 /// For `.default_service` of a resource: the route exists, the method does not.

@@ -74,3 +74,180 @@ pub async fn ended_between(
         .await
     })
 }
+
+/// The grant of one access token (a token makes at most one; a unique index says so too).
+pub async fn for_access_token(db: &Db, access_token_id: &str) -> sqlx::Result<Option<GrantRow>> {
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE access_token_id = $1")
+            .bind(access_token_id)
+            .fetch_optional(p)
+            .await
+    })
+}
+
+/// Inserts a free grant (open-ended when `ends_at` is `None`) starting at `now`, with its
+/// audit entry, in one transaction. The rules (validation, licence view, caches) are in
+/// [`crate::registry::grants`]; call that, not this, from routes and commands.
+pub async fn insert_free(
+    db: &Db,
+    client_key: &str,
+    ends_at: Option<DateTime<Utc>>,
+    reason: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<GrantRow> {
+    insert(
+        db,
+        NewGrant {
+            client_key,
+            kind: GrantKind::Free,
+            starts_at: now,
+            ends_at,
+            reason,
+            created_by: actor,
+        },
+        "grant.create",
+        now,
+    )
+    .await
+}
+
+/// Inserts a trial extension covering `[starts_at, ends_at)`, with its audit entry.
+pub async fn insert_trial_extension(
+    db: &Db,
+    client_key: &str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    reason: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<GrantRow> {
+    insert(
+        db,
+        NewGrant {
+            client_key,
+            kind: GrantKind::TrialExtension,
+            starts_at,
+            ends_at: Some(ends_at),
+            reason,
+            created_by: actor,
+        },
+        "trial_extension.create",
+        now,
+    )
+    .await
+}
+
+struct NewGrant<'a> {
+    client_key: &'a str,
+    kind: GrantKind,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+    reason: Option<&'a str>,
+    created_by: &'a str,
+}
+
+/// Also used by [`super::access_tokens::claim`] inside its transaction.
+pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (id, client_key, kind, starts_at, ends_at, reason,
+                                created_by, created_at, access_token_id, changed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)";
+
+async fn insert(
+    db: &Db,
+    g: NewGrant<'_>,
+    action: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<GrantRow> {
+    let id = super::new_id();
+    let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": g.ends_at});
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin().await?;
+        sqlx::query(INSERT_GRANT)
+            .bind(&id)
+            .bind(g.client_key)
+            .bind(g.kind.as_str())
+            .bind(g.starts_at)
+            .bind(g.ends_at)
+            .bind(g.reason)
+            .bind(g.created_by)
+            .bind(now)
+            .bind(None::<String>)
+            .execute(&mut *tx)
+            .await?;
+        super::audit::insert(
+            &mut *tx,
+            Some(g.client_key),
+            g.created_by,
+            action,
+            Some(&id),
+            g.reason,
+            Some(details),
+            now,
+        )
+        .await?;
+        let row = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
+    })
+}
+
+/// Revokes a grant: it is kept, with `revoked_at`/`revoked_by` set, and bumps `changed_at` so
+/// every instance drops the tenant from its cache. Revoking the grant of a redeemed access
+/// token revokes that token too, so the site cannot redeem it again. Revoking an already
+/// revoked grant changes nothing and writes no audit entry. `None` when there is no such id.
+pub async fn revoke(
+    db: &Db,
+    id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<GrantRow>> {
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE grants SET revoked_at = $2, revoked_by = $3, changed_at = $2
+             WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let Some(row) = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if changed > 0 {
+            if let Some(token_id) = &row.access_token_id {
+                sqlx::query(
+                    "UPDATE access_tokens SET revoked_at = $2, revoked_by = $3, changed_at = $2
+                     WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(token_id)
+                .bind(now)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await?;
+            }
+            super::audit::insert(
+                &mut *tx,
+                Some(&row.client_key),
+                actor,
+                "grant.revoke",
+                Some(&row.id),
+                None,
+                Some(serde_json::json!({"kind": row.kind})),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(row))
+    })
+}

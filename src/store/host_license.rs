@@ -36,7 +36,7 @@ pub async fn claim_due(
          RETURNING *"
     );
     crate::on_db!(db, |p| {
-        sqlx::query_as::<_, InstallationRow>(&sql)
+        sqlx::query_as::<_, InstallationRow>(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(now)
             .bind(until)
             .bind(limit)
@@ -61,7 +61,7 @@ pub async fn claim_one(
          RETURNING *"
     );
     crate::on_db!(db, |p| {
-        sqlx::query_as::<_, InstallationRow>(&sql)
+        sqlx::query_as::<_, InstallationRow>(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(client_key)
             .bind(now)
             .bind(until)

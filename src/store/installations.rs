@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{Db, events};
+use super::{Db, WritePool, events};
 
 /// Every column of `installations`. `shared_secret` is here because the middleware and the
 /// outbound signer need it; it must never be serialised into a response or log line, which is
@@ -170,7 +170,7 @@ pub async fn record_install(
     now: DateTime<Utc>,
 ) -> sqlx::Result<Applied> {
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let last: Option<Option<i64>> =
             sqlx::query_scalar("SELECT last_install_iat FROM installations WHERE client_key = $1")
                 .bind(&rec.client_key)
@@ -243,7 +243,7 @@ pub async fn record_transition(
         other => return Err(sqlx::Error::Protocol(format!("not a transition: {other}"))),
     };
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let last: Option<Option<i64>> =
             sqlx::query_scalar("SELECT last_install_iat FROM installations WHERE client_key = $1")
                 .bind(client_key)

@@ -108,9 +108,12 @@ pub struct JoinValues {
 /// Every installation that shares any join value with a page: one indexed query per page
 /// instead of up to four per license.
 pub async fn candidates(db: &Db, v: &JoinValues) -> sqlx::Result<Vec<Candidate>> {
-    let mut binds: Vec<&str> = Vec::new();
-    let mut clauses: Vec<String> = Vec::new();
-    let mut list = |values: &[String], columns: &[&str]| {
+    fn list<'a>(
+        binds: &mut Vec<&'a str>,
+        clauses: &mut Vec<String>,
+        values: &'a [String],
+        columns: &[&str],
+    ) {
         if values.is_empty() {
             return;
         }
@@ -123,18 +126,24 @@ pub async fn candidates(db: &Db, v: &JoinValues) -> sqlx::Result<Vec<Candidate>>
         for col in columns {
             clauses.push(format!("{col} IN ({placeholders})"));
         }
-    };
-    list(&v.cloud_ids, &["cloud_id"]);
+    }
+    let mut binds: Vec<&str> = Vec::new();
+    let mut clauses: Vec<String> = Vec::new();
+    list(&mut binds, &mut clauses, &v.cloud_ids, &["cloud_id"]);
     list(
+        &mut binds,
+        &mut clauses,
         &v.entitlement_ids,
         &["entitlement_id", "host_license_entitlement_id"],
     );
     list(
+        &mut binds,
+        &mut clauses,
         &v.entitlement_numbers,
         &["entitlement_number", "host_license_entitlement_number"],
     );
-    list(&v.sens, &["service_entitlement_number", "host_license_sen"]);
-    list(&v.hosts, &["base_host"]);
+    list(&mut binds, &mut clauses, &v.sens, &["service_entitlement_number", "host_license_sen"]);
+    list(&mut binds, &mut clauses, &v.hosts, &["base_host"]);
     if clauses.is_empty() {
         return Ok(Vec::new());
     }
@@ -146,7 +155,7 @@ pub async fn candidates(db: &Db, v: &JoinValues) -> sqlx::Result<Vec<Candidate>>
         clauses.join(" OR ")
     );
     crate::on_db!(db, |p| {
-        let mut q = sqlx::query_as::<_, Candidate>(&sql);
+        let mut q = sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(sql.as_str()));
         for b in &binds {
             q = q.bind(*b);
         }
@@ -217,7 +226,7 @@ pub async fn stage_page(
         columns.join(", ")
     );
     crate::on_db!(db, |p| {
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
         for r in rows {
             q = q
                 .bind(run_id)
@@ -333,7 +342,7 @@ pub async fn swap(db: &Db, run_id: &str, now: DateTime<Utc>) -> sqlx::Result<Swa
             .execute(&mut *tx)
             .await?;
         for sql in [&insert, &clear, &update] {
-            sqlx::query(sql)
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(run_id)
                 .bind(now)
                 .execute(&mut *tx)

@@ -25,8 +25,10 @@ pub mod admin_tokens;
 pub mod audit;
 pub mod events;
 pub mod grants;
+pub mod host_license;
 pub mod installations;
 pub mod leases;
+pub mod listing;
 pub mod marketplace;
 
 /// Runs the same expression against whichever pool `$db` holds:
@@ -133,6 +135,33 @@ fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true))
+}
+
+/// Starting a write transaction the same way on both backends.
+///
+/// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails
+/// at once with SQLITE_BUSY when another connection wrote in between (WAL mode does not wait
+/// on a lock upgrade, whatever the busy timeout), so every read-then-write transaction must
+/// take the write lock up front. Use `p.begin_write()` inside [`on_db!`].
+pub trait WritePool {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl WritePool for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WritePool for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
+    }
 }
 
 /// The current time at the database's precision.

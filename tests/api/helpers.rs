@@ -98,6 +98,9 @@ pub struct TestApp {
     /// The fake signed-install key server (serves RSA_PUBLIC at /kid-1, the other key at
     /// /kid-other, 404 otherwise).
     pub keys: MockServer,
+    /// A fake product site (Jira): the default `baseUrl` of installs, so background reads of
+    /// the license endpoint and tenant_info stay on this machine. Unmatched requests get 404.
+    pub product: MockServer,
     pub client: reqwest::Client,
     /// APP_BASE_URL as configured (the `aud` of signed installs).
     pub base_url: String,
@@ -155,6 +158,7 @@ impl TestApp {
             port,
             state,
             keys,
+            product,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -198,8 +202,9 @@ impl TestApp {
         })
     }
 
+    /// A realistic `installed` body whose `baseUrl` is this app's fake product site.
     pub fn installed_payload(&self, client_key: &str, secret: &str) -> Value {
-        installed_payload(client_key, secret, "https://acme-corp.atlassian.net")
+        installed_payload(client_key, secret, &self.product.uri())
     }
 
     /// POSTs a lifecycle callback with `Authorization: JWT <token>` when a token is given.
@@ -392,7 +397,8 @@ pub fn merge(target: &mut Value, extra: Value) {
     }
 }
 
-/// A realistic `installed` body (connect-protocol.md §2.3).
+/// A realistic `installed` body (connect-protocol.md §2.3). Tests must point `base_url` at a
+/// local fake (`app.product.uri()`): the app reads the site's license in the background.
 pub fn installed_payload(client_key: &str, secret: &str, base_url: &str) -> Value {
     json!({
         "key": APP_KEY,

@@ -23,8 +23,8 @@ both_backends! {
         let row = app.installation("ck-1").await.expect("tenant stored");
         assert_eq!(row.status, "installed");
         assert_eq!(row.shared_secret.as_deref(), Some("s3cret-one"));
-        assert_eq!(row.base_url, "https://acme-corp.atlassian.net");
-        assert_eq!(row.base_host, "acme-corp.atlassian.net");
+        assert_eq!(row.base_url, app.product.uri());
+        assert_eq!(row.base_host, "127.0.0.1");
         assert_eq!(row.entitlement_number.as_deref(), Some("E-3XJ-WYD-KA7-HBJ"));
         assert_eq!(row.product_type, "jira");
         let events = app.events("ck-1").await;
@@ -148,13 +148,13 @@ both_backends! {
         let app = TestApp::spawn(backend).await;
         app.install("ck", "first").await;
         let first = app.installation("ck").await.unwrap();
-        let mut body = installed_payload("ck", "second", "https://renamed.atlassian.net");
+        let mut body = installed_payload("ck", "second", "http://localhost:9/renamed");
         body["description"] = json!("renamed");
         // iat must not go backwards: a later install has a later or equal iat
         app.install_payload(&body).await;
         let row = app.installation("ck").await.unwrap();
         assert_eq!(row.shared_secret.as_deref(), Some("second"));
-        assert_eq!(row.base_url, "https://renamed.atlassian.net");
+        assert_eq!(row.base_url, "http://localhost:9/renamed");
         assert_eq!(row.installed_at, first.installed_at, "a reinstall keeps the first install time");
         assert_eq!(app.events("ck").await.len(), 2);
     }

@@ -5,4 +5,6 @@
 #[macro_use]
 mod helpers;
 
+mod license_data;
 mod lifecycle;
+mod process;

@@ -1,0 +1,546 @@
+//! The registry's list queries: filters, sort orders and keyset pagination over
+//! `installations`, plus the summary counts.
+//!
+//! Keyset, not OFFSET: every page is an index range scan that starts after the last row seen,
+//! so a deep page costs what the first one does, and rows inserted while a client pages
+//! through cannot shift the ones it has not seen yet (each row is returned exactly once).
+//! The key is always `(sort column, client_key)`, which is unique.
+
+use chrono::{DateTime, Utc};
+
+use super::Db;
+use super::grants::GrantRow;
+use super::installations::InstallationRow;
+use crate::domain::Status;
+use crate::licensing::LicenseState;
+
+/// The sort orders of `GET /admin/installations`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sort {
+    #[default]
+    InstalledAt,
+    InstalledAtDesc,
+    /// By `effective_trial_end` (extensions included), soonest first; rows without one last.
+    TrialEnd,
+    BaseUrl,
+}
+
+impl Sort {
+    pub const ALL: [Sort; 4] = [
+        Sort::InstalledAt,
+        Sort::InstalledAtDesc,
+        Sort::TrialEnd,
+        Sort::BaseUrl,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::InstalledAt => "installed_at",
+            Sort::InstalledAtDesc => "-installed_at",
+            Sort::TrialEnd => "trial_end",
+            Sort::BaseUrl => "base_url",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Sort> {
+        Sort::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// The position of `row` in this order, for the next page's cursor.
+    pub fn key_of(self, row: &InstallationRow) -> After {
+        let value = match self {
+            Sort::InstalledAt | Sort::InstalledAtDesc => KeyValue::Time(row.installed_at),
+            Sort::TrialEnd => match row.effective_trial_end {
+                Some(t) => KeyValue::Time(t),
+                None => KeyValue::Null,
+            },
+            Sort::BaseUrl => KeyValue::Text(row.base_url.clone()),
+        };
+        After {
+            value,
+            client_key: row.client_key.clone(),
+        }
+    }
+}
+
+/// Which rows to list. Empty vectors mean "any".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    pub statuses: Vec<Status>,
+    pub licenses: Vec<LicenseState>,
+    pub products: Vec<String>,
+    /// Case-insensitive substring of the base URL, the company, or the contacts (whose JSON
+    /// holds the e-mail addresses).
+    pub q: Option<String>,
+    /// `effective_trial_end` strictly before this instant.
+    pub trial_ends_before: Option<DateTime<Utc>>,
+}
+
+/// The sort-column value of a row; `Null` only for `trial_end`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyValue {
+    Time(DateTime<Utc>),
+    Text(String),
+    Null,
+}
+
+/// "Start after this row": the decoded cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct After {
+    pub value: KeyValue,
+    pub client_key: String,
+}
+
+/// A bind value; the SQL is built at run time, so values travel beside it.
+#[derive(Clone, Debug)]
+enum Arg {
+    Text(String),
+    Time(DateTime<Utc>),
+}
+
+#[derive(Default)]
+struct Sql {
+    conditions: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    /// Adds a bind value and returns its placeholder.
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+
+    fn placeholders(&mut self, values: impl IntoIterator<Item = String>) -> String {
+        let list: Vec<String> = values.into_iter().map(|v| self.arg(Arg::Text(v))).collect();
+        list.join(", ")
+    }
+
+    fn filter(filter: &Filter) -> Sql {
+        let mut sql = Sql::default();
+        if !filter.statuses.is_empty() {
+            let p = sql.placeholders(filter.statuses.iter().map(|s| s.as_str().to_owned()));
+            sql.conditions.push(format!("status IN ({p})"));
+        }
+        if !filter.licenses.is_empty() {
+            let p = sql.placeholders(filter.licenses.iter().map(|s| s.as_str().to_owned()));
+            sql.conditions.push(format!("license_state IN ({p})"));
+        }
+        if !filter.products.is_empty() {
+            let p = sql.placeholders(filter.products.iter().cloned());
+            sql.conditions.push(format!("product_type IN ({p})"));
+        }
+        if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
+            let p = sql.arg(Arg::Text(like_pattern(q)));
+            sql.conditions.push(format!(
+                "(LOWER(base_url) LIKE {p} ESCAPE '\\'
+                  OR LOWER(COALESCE(mp_company, '')) LIKE {p} ESCAPE '\\'
+                  OR LOWER(COALESCE(mp_technical_contact, '')) LIKE {p} ESCAPE '\\'
+                  OR LOWER(COALESCE(mp_billing_contact, '')) LIKE {p} ESCAPE '\\')"
+            ));
+        }
+        if let Some(t) = filter.trial_ends_before {
+            let p = sql.arg(Arg::Time(t));
+            sql.conditions.push(format!("effective_trial_end < {p}"));
+        }
+        sql
+    }
+
+    fn where_clause(&self) -> String {
+        if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conditions.join(" AND "))
+        }
+    }
+}
+
+/// `%q%`, lower-cased, with LIKE's wildcards in `q` taken literally.
+fn like_pattern(q: &str) -> String {
+    let mut out = String::with_capacity(q.len() + 2);
+    out.push('%');
+    for c in q.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+async fn fetch_rows(db: &Db, sql: &str, args: &[Arg]) -> sqlx::Result<Vec<InstallationRow>> {
+    crate::on_db!(db, |p| {
+        let mut q = sqlx::query_as::<_, InstallationRow>(sqlx::AssertSqlSafe(sql));
+        for a in args {
+            q = match a {
+                Arg::Text(s) => q.bind(s.as_str()),
+                Arg::Time(t) => q.bind(*t),
+            };
+        }
+        q.fetch_all(p).await
+    })
+}
+
+/// Up to `limit` rows in `sort` order after `after` (from the start when `None`).
+pub async fn page(
+    db: &Db,
+    filter: &Filter,
+    sort: Sort,
+    after: Option<&After>,
+    limit: u32,
+) -> sqlx::Result<Vec<InstallationRow>> {
+    match sort {
+        Sort::InstalledAt => range(db, filter, "installed_at", false, after, limit).await,
+        Sort::InstalledAtDesc => range(db, filter, "installed_at", true, after, limit).await,
+        Sort::BaseUrl => range(db, filter, "base_url", false, after, limit).await,
+        Sort::TrialEnd => trial_end_page(db, filter, after, limit).await,
+    }
+}
+
+/// One keyset range over a NOT NULL column, `(column, client_key)` ascending or descending.
+async fn range(
+    db: &Db,
+    filter: &Filter,
+    column: &str,
+    desc: bool,
+    after: Option<&After>,
+    limit: u32,
+) -> sqlx::Result<Vec<InstallationRow>> {
+    let mut sql = Sql::filter(filter);
+    if let Some(after) = after {
+        let v = match &after.value {
+            KeyValue::Time(t) => sql.arg(Arg::Time(*t)),
+            KeyValue::Text(s) => sql.arg(Arg::Text(s.clone())),
+            // Never produced for these NOT NULL columns (the cursor decoder refuses it).
+            KeyValue::Null => sql.arg(Arg::Text(String::new())),
+        };
+        let k = sql.arg(Arg::Text(after.client_key.clone()));
+        let op = if desc { "<" } else { ">" };
+        sql.conditions
+            .push(format!("({column}, client_key) {op} ({v}, {k})"));
+    }
+    let dir = if desc { "DESC" } else { "ASC" };
+    let text = format!(
+        "SELECT * FROM installations {} ORDER BY {column} {dir}, client_key {dir} LIMIT {limit}",
+        sql.where_clause()
+    );
+    fetch_rows(db, &text, &sql.args).await
+}
+
+/// `trial_end` order: rows with an effective trial end by `(effective_trial_end, client_key)`,
+/// then the rows without one by `client_key`. Two index-friendly ranges instead of one
+/// `NULLS LAST` sort, which SQLite cannot serve from an index.
+async fn trial_end_page(
+    db: &Db,
+    filter: &Filter,
+    after: Option<&After>,
+    limit: u32,
+) -> sqlx::Result<Vec<InstallationRow>> {
+    let mut rows = Vec::new();
+    let null_after = match after {
+        Some(After {
+            value: KeyValue::Null,
+            client_key,
+        }) => Some(client_key.clone()),
+        _ => {
+            let mut sql = Sql::filter(filter);
+            sql.conditions
+                .push("effective_trial_end IS NOT NULL".to_owned());
+            if let Some(After {
+                value: KeyValue::Time(t),
+                client_key,
+            }) = after
+            {
+                let v = sql.arg(Arg::Time(*t));
+                let k = sql.arg(Arg::Text(client_key.clone()));
+                sql.conditions
+                    .push(format!("(effective_trial_end, client_key) > ({v}, {k})"));
+            }
+            let text = format!(
+                "SELECT * FROM installations {} ORDER BY effective_trial_end, client_key LIMIT {limit}",
+                sql.where_clause()
+            );
+            rows = fetch_rows(db, &text, &sql.args).await?;
+            if rows.len() as u32 >= limit {
+                return Ok(rows);
+            }
+            None
+        }
+    };
+    let mut sql = Sql::filter(filter);
+    sql.conditions.push("effective_trial_end IS NULL".to_owned());
+    if let Some(k) = null_after {
+        let k = sql.arg(Arg::Text(k));
+        sql.conditions.push(format!("client_key > {k}"));
+    }
+    let rest = limit - rows.len() as u32;
+    let text = format!(
+        "SELECT * FROM installations {} ORDER BY client_key LIMIT {rest}",
+        sql.where_clause()
+    );
+    rows.extend(fetch_rows(db, &text, &sql.args).await?);
+    Ok(rows)
+}
+
+/// How many rows match `filter` (the `total` of a list answer).
+pub async fn count(db: &Db, filter: &Filter) -> sqlx::Result<i64> {
+    let sql = Sql::filter(filter);
+    let text = format!("SELECT COUNT(*) FROM installations {}", sql.where_clause());
+    crate::on_db!(db, |p| {
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text.as_str()));
+        for a in &sql.args {
+            q = match a {
+                Arg::Text(s) => q.bind(s.as_str()),
+                Arg::Time(t) => q.bind(*t),
+            };
+        }
+        q.fetch_one(p).await
+    })
+}
+
+/// The grants of several tenants in one query (a page's worth), oldest first.
+pub async fn grants_for(db: &Db, client_keys: &[String]) -> sqlx::Result<Vec<GrantRow>> {
+    if client_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::default();
+    let p = sql.placeholders(client_keys.iter().cloned());
+    let text = format!(
+        "SELECT * FROM grants WHERE client_key IN ({p}) ORDER BY created_at, id"
+    );
+    crate::on_db!(db, |pool| {
+        let mut q = sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(text.as_str()));
+        for a in &sql.args {
+            if let Arg::Text(s) = a {
+                q = q.bind(s.as_str());
+            }
+        }
+        q.fetch_all(pool).await
+    })
+}
+
+/// `(value, count)` pairs of `GROUP BY column` over the whole table.
+pub async fn counts_by(db: &Db, column: GroupColumn) -> sqlx::Result<Vec<(String, i64)>> {
+    let col = match column {
+        GroupColumn::Status => "status",
+        GroupColumn::LicenseState => "license_state",
+    };
+    let text = format!("SELECT {col}, COUNT(*) FROM installations GROUP BY {col}");
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(text.as_str())).fetch_all(p).await
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum GroupColumn {
+    Status,
+    LicenseState,
+}
+
+/// Installations in trial whose effective trial end falls in `[from, until)`.
+pub async fn trials_ending(
+    db: &Db,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> sqlx::Result<i64> {
+    crate::on_db!(db, |p| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM installations
+             WHERE license_state = 'trial' AND effective_trial_end >= $1
+               AND effective_trial_end < $2",
+        )
+        .bind(from)
+        .bind(until)
+        .fetch_one(p)
+        .await
+    })
+}
+
+/// Synthetic installations for benchmarks (`connect-keeper dev seed`). Never used by the
+/// service itself.
+#[doc(hidden)]
+pub mod seed {
+    use chrono::{DateTime, Duration, Utc};
+
+    use crate::store::Db;
+
+    const COLUMNS: &str = "client_key, app_key, base_url, base_host, product_type,
+        shared_secret, status, installed_at, updated_at, changed_at, mp_license_id,
+        mp_license_type, mp_tier, mp_user_count, mp_status, mp_trial_start, mp_trial_end,
+        mp_company, mp_country, mp_region, mp_technical_contact, mp_synced_at, license_state,
+        license_source, effective_trial_end";
+    const NCOLS: usize = 25;
+
+    /// Inserts `count` installations with varied status, product, license state, Marketplace
+    /// data and trial ends, in batches inside transactions. Keys are `seed-{run}-{n}`.
+    pub async fn installations(db: &Db, count: u64, now: DateTime<Utc>) -> sqlx::Result<u64> {
+        let run = crate::store::new_id()[..8].to_owned();
+        // 400 rows x 25 values stays under SQLite's 32766 bind values per statement.
+        let batch: u64 = 400;
+        let mut done = 0;
+        while done < count {
+            let n = batch.min(count - done);
+            let tuples: Vec<String> = (0..n as usize)
+                .map(|j| {
+                    let ps: Vec<String> =
+                        (1..=NCOLS).map(|c| format!("${}", j * NCOLS + c)).collect();
+                    format!("({})", ps.join(", "))
+                })
+                .collect();
+            let text = format!(
+                "INSERT INTO installations ({COLUMNS}) VALUES {}",
+                tuples.join(", ")
+            );
+            let rows: Vec<Synthetic> = (done..done + n).map(|i| Synthetic::new(&run, i, now)).collect();
+            crate::on_db!(db, |p| {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(text.as_str()));
+                for r in &rows {
+                    let source = match r.license_state {
+                        "unlicensed" if r.mp_status.is_none() => None,
+                        _ => Some("marketplace"),
+                    };
+                    q = q
+                        .bind(r.client_key.as_str())
+                        .bind("connect-keeper-app")
+                        .bind(r.base_url.as_str())
+                        .bind(r.base_host.as_str())
+                        .bind(r.product)
+                        .bind("seed-secret-not-real")
+                        .bind(r.status)
+                        .bind(r.installed_at)
+                        .bind(r.installed_at)
+                        .bind(r.installed_at)
+                        .bind(r.mp_license_id.as_deref())
+                        .bind(r.mp_license_type)
+                        .bind(r.mp_tier)
+                        .bind(r.mp_user_count)
+                        .bind(r.mp_status)
+                        .bind(r.mp_trial_start)
+                        .bind(r.mp_trial_end)
+                        .bind(r.mp_company.as_deref())
+                        .bind(r.mp_country)
+                        .bind(r.mp_region)
+                        .bind(r.mp_technical_contact.as_deref())
+                        .bind(r.mp_status.map(|_| now))
+                        .bind(r.license_state)
+                        .bind(source)
+                        .bind(r.mp_trial_end);
+                }
+                q.execute(p).await.map(|_| ())
+            })?;
+            done += n;
+        }
+        Ok(done)
+    }
+
+    struct Synthetic {
+        client_key: String,
+        base_url: String,
+        base_host: String,
+        product: &'static str,
+        status: &'static str,
+        installed_at: DateTime<Utc>,
+        mp_license_id: Option<String>,
+        mp_license_type: Option<&'static str>,
+        mp_tier: Option<&'static str>,
+        mp_user_count: Option<i64>,
+        mp_status: Option<&'static str>,
+        mp_trial_start: Option<DateTime<Utc>>,
+        mp_trial_end: Option<DateTime<Utc>>,
+        mp_company: Option<String>,
+        mp_country: Option<&'static str>,
+        mp_region: Option<&'static str>,
+        mp_technical_contact: Option<String>,
+        license_state: &'static str,
+    }
+
+    impl Synthetic {
+        fn new(run: &str, i: u64, now: DateTime<Utc>) -> Synthetic {
+            let host = format!("site-{run}-{i}.atlassian.net");
+            let product = if i % 3 == 0 { "confluence" } else { "jira" };
+            let status = ["enabled", "enabled", "enabled", "installed", "disabled", "uninstalled"]
+                [(i % 6) as usize];
+            // spread over ~3 years, a few seconds apart, with collisions to exercise the
+            // client_key tie-break
+            let installed_at = now - Duration::seconds(((i / 2) * 900) as i64);
+            let has_mp = i % 4 != 0;
+            let trial = has_mp && i % 5 == 0;
+            let (license_type, tier, users) = if trial {
+                ("EVALUATION", "Evaluation", None)
+            } else {
+                let n = [10, 25, 50, 100][(i % 4) as usize];
+                ("COMMERCIAL", ["10 Users", "25 Users", "50 Users", "100 Users"][(i % 4) as usize], Some(n))
+            };
+            let trial_end = trial.then(|| now + Duration::days((i % 60) as i64 - 20));
+            let license_state = match (has_mp, trial) {
+                (false, _) => "unlicensed",
+                (true, true) if trial_end.is_some_and(|t| t > now) => "trial",
+                (true, true) => "unlicensed",
+                (true, false) => "active",
+            };
+            Synthetic {
+                client_key: format!("seed-{run}-{i:07}"),
+                base_url: format!("https://{host}"),
+                base_host: host.clone(),
+                product,
+                status,
+                installed_at,
+                mp_license_id: has_mp.then(|| format!("SEN-{i}")),
+                mp_license_type: has_mp.then_some(license_type),
+                mp_tier: has_mp.then_some(tier),
+                mp_user_count: if has_mp { users } else { None },
+                mp_status: has_mp.then_some("active"),
+                mp_trial_start: trial_end.map(|t| t - Duration::days(30)),
+                mp_trial_end: trial_end,
+                mp_company: has_mp.then(|| format!("Company {i} GmbH")),
+                mp_country: has_mp.then_some(["Germany", "United States", "Japan"][(i % 3) as usize]),
+                mp_region: has_mp.then_some(["EMEA", "Americas", "APAC"][(i % 3) as usize]),
+                mp_technical_contact: has_mp.then(|| {
+                    serde_json::json!({"name": format!("Admin {i}"), "email": format!("admin{i}@{host}"), "phone": null})
+                        .to_string()
+                }),
+                license_state,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        assert_eq!(like_pattern("Acme"), "%acme%");
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn filter_sql_numbers_placeholders_in_order() {
+        let f = Filter {
+            statuses: vec![Status::Enabled, Status::Disabled],
+            licenses: vec![LicenseState::Trial],
+            products: vec!["jira".into()],
+            q: Some("x".into()),
+            trial_ends_before: Some(Utc::now()),
+        };
+        let sql = Sql::filter(&f);
+        let w = sql.where_clause();
+        assert!(w.contains("status IN ($1, $2)"), "{w}");
+        assert!(w.contains("license_state IN ($3)"), "{w}");
+        assert!(w.contains("product_type IN ($4)"), "{w}");
+        assert!(w.contains("LIKE $5"), "{w}");
+        assert!(w.contains("effective_trial_end < $6"), "{w}");
+        assert_eq!(sql.args.len(), 6);
+        assert_eq!(Sql::filter(&Filter::default()).where_clause(), "");
+    }
+
+    #[test]
+    fn sorts_round_trip() {
+        for s in Sort::ALL {
+            assert_eq!(Sort::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Sort::parse("installed"), None);
+    }
+}

@@ -1,1 +1,116 @@
-fn main() {}
+//! The request path's CPU cost: verify-and-decide for one product request — find the token,
+//! decode it, HMAC-SHA256, time checks, qsh of the request, license decision — with the tenant
+//! already in memory (as the cache serves it). Run: `cargo bench --bench verify`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use connect_keeper::connect::jwt::{QshPolicy, sign_hs256};
+use connect_keeper::connect::qsh;
+use connect_keeper::guard::{Rules, authorize, present};
+use connect_keeper::licensing::{GrantFacts, GrantKind};
+use connect_keeper::registry::lifecycle::RequestParts;
+use connect_keeper::store::installations::tests_support::blank_row;
+use connect_keeper::tenants::TenantSnapshot;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+const SECRET: &str = "ATCOTL2v9kq-a-realistic-length-shared-secret-0123456789";
+const CLIENT_KEY: &str = "9a4ff1a0-3b1c-3a7e-8d2b-5c9e0f1d2a3b";
+/// What the product appends to an issue panel's URL (protocol §1.5).
+const PANEL_QUERY: &str = "issueKey=ACME-42&projectKey=ACME&xdm_e=https%3A%2F%2Facme-corp.atlassian.net\
+&xdm_c=channel-acme-issue-panel&cp=&xdm_deprecated_addon_key_do_not_use=connect-keeper-app\
+&lic=active&cv=1001.0.0-SNAPSHOT";
+
+fn tenant(grants: Vec<GrantFacts>) -> Arc<TenantSnapshot> {
+    let mut row = blank_row(CLIENT_KEY);
+    row.shared_secret = Some(SECRET.into());
+    Arc::new(TenantSnapshot::new(row, grants))
+}
+
+fn verify(c: &mut Criterion) {
+    let now = Utc::now();
+    let t = now.timestamp();
+    let rules = |policy| Rules {
+        policy,
+        base_path: "",
+        leeway_secs: 30,
+        enforcement: true,
+    };
+    let claims = |qsh: String| {
+        json!({"iss": CLIENT_KEY, "sub": "557058:f0e1d2c3-account", "qsh": qsh,
+               "iat": t, "exp": t + 180, "context": {}})
+    };
+
+    // An iframe page: query-bound token in `jwt`, lic bound by it.
+    let page_token = sign_hs256(
+        &claims(qsh::qsh("GET", "/panel", PANEL_QUERY, "")),
+        SECRET.as_bytes(),
+    );
+    let page_query = format!("{PANEL_QUERY}&jwt={page_token}");
+    let page_tenant = tenant(vec![]);
+    c.bench_function("verify_and_decide/page_query_bound_lic", |b| {
+        b.iter(|| {
+            let parts = RequestParts {
+                method: "GET",
+                path: "/panel",
+                query: black_box(&page_query),
+                authorization: None,
+            };
+            let presented = present(&parts).expect("token");
+            let v = authorize(
+                &presented,
+                Some(page_tenant.clone()),
+                &parts,
+                &rules(QshPolicy::RequestOnly),
+                now,
+            )
+            .expect("verified");
+            assert!(v.decision.licensed);
+            v
+        })
+    });
+
+    // An API call from the iframe: context token in the header, licensed by a grant.
+    let ctx_header = format!(
+        "JWT {}",
+        sign_hs256(&claims("context-qsh".into()), SECRET.as_bytes())
+    );
+    let grant = GrantFacts {
+        kind: GrantKind::Free,
+        starts_at: now - Duration::days(1),
+        ends_at: None,
+        revoked_at: None,
+    };
+    let api_tenant = tenant(vec![grant]);
+    c.bench_function("verify_and_decide/api_context_grant", |b| {
+        b.iter(|| {
+            let parts = RequestParts {
+                method: "GET",
+                path: "/api/whoami",
+                query: "",
+                authorization: Some(black_box(&ctx_header)),
+            };
+            let presented = present(&parts).expect("token");
+            let v = authorize(
+                &presented,
+                Some(api_tenant.clone()),
+                &parts,
+                &rules(QshPolicy::RequestOrContext),
+                now,
+            )
+            .expect("verified");
+            assert!(v.decision.licensed);
+            v
+        })
+    });
+
+    // For scale: the qsh of the page request alone.
+    c.bench_function("qsh/page_request", |b| {
+        b.iter(|| qsh::qsh("GET", "/panel", black_box(&page_query), ""))
+    });
+}
+
+criterion_group!(benches, verify);
+criterion_main!(benches);

@@ -50,6 +50,18 @@ pub enum Command {
     /// The installation registry.
     #[command(subcommand)]
     Installations(InstallationsCommand),
+    /// Trial extensions.
+    #[command(subcommand)]
+    Trial(TrialCommand),
+    /// Free use.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Vendor access tokens that give one site free use.
+    #[command(subcommand)]
+    AccessToken(AccessTokenCommand),
+    /// Marketplace license data.
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Development helpers (benchmark data).
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
@@ -136,6 +148,73 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TrialCommand {
+    /// Extend the trial by N days, counted from the later of now and the current effective
+    /// trial end.
+    Extend {
+        client_key: String,
+        /// 1..=365.
+        #[arg(long, allow_negative_numbers = true)]
+        days: i64,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: ItemFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Let the installation use the app for free, for good or until a time.
+    Free {
+        client_key: String,
+        /// End of the free use (RFC 3339, e.g. 2026-12-31T00:00:00Z); none for no end.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: ItemFormat,
+    },
+    /// Revoke a grant (kept for the record).
+    Revoke { grant_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessTokenCommand {
+    /// Make an access token and print it once (only its hash is stored).
+    Create {
+        /// Bind the token in advance to this installation.
+        #[arg(long)]
+        client_key: Option<String>,
+        /// Expiry (RFC 3339); none for no expiry.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: ItemFormat,
+    },
+    /// List access tokens (never the tokens themselves).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+    /// Revoke an access token; a site that redeemed it loses its free use.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Run one Marketplace license sync and print a summary (needs the MARKETPLACE_*
+    /// credentials).
+    Marketplace {
+        #[arg(long, value_enum, default_value_t)]
+        format: ItemFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DevCommand {
     /// Insert N synthetic installations (benchmarks only; never on a real database).
     Seed {
@@ -156,6 +235,27 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::AdminToken(cmd) => admin_token(&config, cmd).await,
         Command::Installations(cmd) => installations(&config, cmd).await,
+        Command::Trial(cmd) => trial(&config, cmd).await,
+        Command::Grant(cmd) => grant(&config, cmd).await,
+        Command::AccessToken(cmd) => access_token(&config, cmd).await,
+        Command::Sync(SyncCommand::Marketplace { format }) => {
+            let state = crate::startup::AppState::new(config).await?;
+            let summary = crate::marketplace::sync_once(&state).await;
+            state.db.close().await;
+            let summary = summary?;
+            match format {
+                ItemFormat::Json => println!("{}", serde_json::to_string(&summary)?),
+                ItemFormat::Text => println!(
+                    "Marketplace sync finished at {}: {} license rows fetched, {} matched to an \
+                     installation, {} unmatched",
+                    summary.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    summary.fetched,
+                    summary.matched,
+                    summary.unmatched
+                ),
+            }
+            Ok(())
+        }
         Command::Dev(DevCommand::Seed { count }) => {
             let db = open(&config).await?;
             let started = std::time::Instant::now();
@@ -260,6 +360,187 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
 }
 
 // ---------------------------------------------------------------------------------------
+// trial, grant, access-token: the same rules as the admin API (crate::registry::grants)
+// ---------------------------------------------------------------------------------------
+
+fn print_grant(out: &mut impl Write, g: &vendor::Grant, format: ItemFormat) -> anyhow::Result<()> {
+    match format {
+        ItemFormat::Json => {
+            serde_json::to_writer(&mut *out, g)?;
+            writeln!(out)?;
+        }
+        ItemFormat::Text => {
+            let until = g
+                .ends_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "no end".to_owned());
+            writeln!(out, "{} grant {} for {} until {until}", g.kind, g.id, g.client_key)?;
+        }
+    }
+    Ok(())
+}
+
+async fn trial(config: &Config, cmd: TrialCommand) -> anyhow::Result<()> {
+    let db = open(config).await?;
+    let TrialCommand::Extend {
+        client_key,
+        days,
+        reason,
+        format,
+    } = cmd;
+    let days = u32::try_from(days)
+        .map_err(|_| anyhow::anyhow!("--days: must be a whole number from 1 to 365"))?;
+    let g = crate::registry::grants::extend_trial(
+        &db,
+        &client_key,
+        days,
+        reason.as_deref(),
+        CLI_ACTOR,
+        crate::store::now(),
+    )
+    .await
+    .map_err(|e| flag_error(e.into()))?;
+    print_grant(&mut io::stdout().lock(), &vendor::Grant::from(&g), format)
+}
+
+async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
+    let db = open(config).await?;
+    let now = crate::store::now();
+    match cmd {
+        GrantCommand::Free {
+            client_key,
+            until,
+            reason,
+            format,
+        } => {
+            let until = until
+                .as_deref()
+                .map(|u| vendor::parse_rfc3339("until", u))
+                .transpose()
+                .map_err(flag_error)?;
+            let g = crate::registry::grants::grant_free(
+                &db,
+                &client_key,
+                until,
+                reason.as_deref(),
+                CLI_ACTOR,
+                now,
+            )
+            .await
+            .map_err(|e| flag_error(rename_field(e.into(), "ends_at", "until")))?;
+            print_grant(&mut io::stdout().lock(), &vendor::Grant::from(&g), format)
+        }
+        GrantCommand::Revoke { grant_id } => {
+            let g = crate::registry::grants::revoke_grant(&db, &grant_id, CLI_ACTOR, now)
+                .await
+                .map_err(|e| anyhow::Error::from(crate::error::ApiError::from(e)))?;
+            println!("grant {} ({} for {}) revoked", g.id, g.kind, g.client_key);
+            Ok(())
+        }
+    }
+}
+
+async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Result<()> {
+    let db = open(config).await?;
+    let now = crate::store::now();
+    let mut out = io::stdout().lock();
+    match cmd {
+        AccessTokenCommand::Create {
+            client_key,
+            until,
+            note,
+            format,
+        } => {
+            let until = until
+                .as_deref()
+                .map(|u| vendor::parse_rfc3339("until", u))
+                .transpose()
+                .map_err(flag_error)?;
+            let (row, token) = crate::registry::grants::create_access_token(
+                &db,
+                note.as_deref(),
+                until,
+                client_key.as_deref(),
+                CLI_ACTOR,
+                now,
+            )
+            .await
+            .map_err(|e| flag_error(rename_field(e.into(), "expires_at", "until")))?;
+            let created = vendor::CreatedAccessToken::new(&row, token, &config.app_base_url);
+            match format {
+                ItemFormat::Json => {
+                    serde_json::to_writer(&mut out, &created)?;
+                    writeln!(out)?;
+                }
+                ItemFormat::Text => {
+                    writeln!(out, "{}", created.token)?;
+                    eprintln!(
+                        "access token {} created; it is shown only this once.\ninstall URL: {}",
+                        created.id, created.install_url
+                    );
+                }
+            }
+        }
+        AccessTokenCommand::List { format } => {
+            let items = vendor::list_access_tokens(&db).await?;
+            let rows = items
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.note.clone().unwrap_or_default(),
+                        t.client_key.clone().unwrap_or_default(),
+                        short_time(Some(t.created_at)),
+                        short_time(t.expires_at),
+                        t.redeemed_by.clone().unwrap_or_default(),
+                        short_time(t.redeemed_at),
+                        short_time(t.revoked_at),
+                    ]
+                })
+                .collect();
+            print_list(
+                &mut out,
+                format,
+                &items,
+                &[
+                    "ID",
+                    "NOTE",
+                    "CLIENT_KEY",
+                    "CREATED",
+                    "EXPIRES",
+                    "REDEEMED_BY",
+                    "REDEEMED_AT",
+                    "REVOKED",
+                ],
+                rows,
+            )?;
+        }
+        AccessTokenCommand::Revoke { id } => {
+            let t = crate::registry::grants::revoke_access_token(&db, &id, CLI_ACTOR, now)
+                .await
+                .map_err(|e| anyhow::Error::from(crate::error::ApiError::from(e)))?;
+            writeln!(out, "access token {} revoked", t.id)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The API names a field `ends_at`; the CLI flag is `--until`.
+fn rename_field(e: crate::error::ApiError, api: &str, cli: &str) -> crate::error::ApiError {
+    match e {
+        crate::error::ApiError::BadRequest { code, message } => {
+            let message = match message.strip_prefix(&format!("{api}:")) {
+                Some(rest) => format!("{cli}:{rest}"),
+                None => message,
+            };
+            crate::error::ApiError::BadRequest { code, message }
+        }
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // installations
 // ---------------------------------------------------------------------------------------
 
@@ -287,10 +568,13 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
 
 /// `status: unknown value…` → `--status: unknown value…` (the CLI's name for the field).
 fn flag_error(e: crate::error::ApiError) -> anyhow::Error {
-    let text = e.to_string();
-    match text.split_once(": ") {
-        Some((field, why)) => anyhow::anyhow!("--{}: {why}", field.replace('_', "-")),
-        None => anyhow::anyhow!(text),
+    match &e {
+        crate::error::ApiError::BadRequest { message, .. } => match message.split_once(": ") {
+            Some((field, why)) => anyhow::anyhow!("--{}: {why}", field.replace('_', "-")),
+            None => anyhow::anyhow!("{message}"),
+        },
+        // Not found, conflicts, database errors: keep the error (and its cause chain).
+        _ => anyhow::Error::from(e),
     }
 }
 
@@ -337,55 +621,41 @@ async fn installations(config: &Config, cmd: InstallationsCommand) -> anyhow::Re
         InstallationsCommand::List(args) => {
             let req = list_request(&args)?;
             let max = args.limit.unwrap_or(u64::MAX);
-            let mut stream = Box::pin(vendor::all_matching(db.clone(), req.filter, req.sort));
-            let mut written: u64 = 0;
             let now = crate::store::now();
-            // Table output must see every row to size its columns; JSON and CSV stream.
-            let mut table: Vec<Vec<String>> = Vec::new();
-            let mut csv_out = (args.format == ListFormat::Csv).then(|| csv::Writer::from_writer(Vec::new()));
             match args.format {
-                ListFormat::Json => write!(out, "{{\"items\":[")?,
-                ListFormat::Csv => {
-                    if let Some(w) = csv_out.as_mut() {
-                        w.write_record(vendor::CSV_HEADER)?;
-                    }
-                }
-                ListFormat::Table => {}
-            }
-            'pages: while let Some(batch) = stream.next().await {
-                for i in batch? {
-                    if written >= max {
-                        break 'pages;
-                    }
-                    match args.format {
-                        ListFormat::Json => {
-                            if written > 0 {
-                                write!(out, ",")?;
-                            }
-                            serde_json::to_writer(&mut out, &i)?;
+                ListFormat::Json => {
+                    write!(out, "{{\"items\":[")?;
+                    let mut first = true;
+                    each_installation(&db, &req, max, |i| {
+                        if !std::mem::take(&mut first) {
+                            write!(out, ",")?;
                         }
-                        ListFormat::Csv => {
-                            if let Some(w) = csv_out.as_mut() {
-                                w.write_record(vendor::csv_record(&i, now))?;
-                                out.write_all(&std::mem::take(w.get_mut()))?;
-                            }
-                        }
-                        ListFormat::Table => table.push(installation_cells(&i)),
-                    }
-                    written += 1;
+                        serde_json::to_writer(&mut out, &i)?;
+                        Ok(())
+                    })
+                    .await?;
+                    writeln!(out, "]}}")?;
                 }
-            }
-            match args.format {
-                ListFormat::Json => writeln!(out, "]}}")?,
                 ListFormat::Csv => {
-                    if let Some(mut w) = csv_out {
-                        w.flush()?;
-                        out.write_all(w.get_ref())?;
-                    }
+                    let mut w = csv::Writer::from_writer(&mut out);
+                    w.write_record(vendor::CSV_HEADER)?;
+                    each_installation(&db, &req, max, |i| {
+                        w.write_record(vendor::csv_record(&i, now))?;
+                        Ok(())
+                    })
+                    .await?;
+                    w.flush()?;
                 }
                 ListFormat::Table => {
-                    write_table(&mut out, &INSTALLATION_COLUMNS, &table)?;
-                    eprintln!("{written} installation(s)");
+                    // A table must see every row to size its columns.
+                    let mut rows = Vec::new();
+                    each_installation(&db, &req, max, |i| {
+                        rows.push(installation_cells(&i));
+                        Ok(())
+                    })
+                    .await?;
+                    write_table(&mut out, &INSTALLATION_COLUMNS, &rows)?;
+                    eprintln!("{} installation(s)", rows.len());
                 }
             }
         }
@@ -401,6 +671,32 @@ async fn installations(config: &Config, cmd: InstallationsCommand) -> anyhow::Re
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Calls `f` for each matching installation in order, at most `max` times, fetching by keyset
+/// batches so memory stays flat.
+async fn each_installation(
+    db: &Db,
+    req: &ListRequest,
+    max: u64,
+    mut f: impl FnMut(Installation) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut stream = Box::pin(vendor::all_matching(
+        db.clone(),
+        req.filter.clone(),
+        req.sort,
+    ));
+    let mut seen = 0;
+    while let Some(batch) = stream.next().await {
+        for i in batch? {
+            if seen >= max {
+                return Ok(());
+            }
+            f(i)?;
+            seen += 1;
+        }
+    }
     Ok(())
 }
 
@@ -609,6 +905,13 @@ mod tests {
             vec!["connect-keeper", "installations", "list", "--status", "enabled", "--license", "trial", "--format", "csv"],
             vec!["connect-keeper", "installations", "list", "--sort", "-installed_at"],
             vec!["connect-keeper", "installations", "show", "CK"],
+            vec!["connect-keeper", "sync", "marketplace"],
+            vec!["connect-keeper", "trial", "extend", "CK", "--days", "5", "--reason", "why"],
+            vec!["connect-keeper", "grant", "free", "CK", "--until", "2030-01-01T00:00:00Z"],
+            vec!["connect-keeper", "grant", "revoke", "G"],
+            vec!["connect-keeper", "access-token", "create", "--client-key", "K", "--note", "n"],
+            vec!["connect-keeper", "access-token", "list", "--format", "csv"],
+            vec!["connect-keeper", "access-token", "revoke", "T"],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

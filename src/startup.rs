@@ -31,6 +31,10 @@ pub struct AppState {
     pub host_refresh: crate::host_license::Trigger,
     /// The path of `APP_BASE_URL` ("" for none), stripped before computing a request's qsh.
     pub base_path: String,
+    /// Tenants and their grant facts for the request path (no database round trip).
+    pub tenants: crate::tenants::TenantCache,
+    /// Last-seen time and `lic`, written in the background.
+    pub seen: crate::tenants::SeenWriter,
 }
 
 pub type SharedState = web::Data<AppState>;
@@ -62,6 +66,7 @@ impl AppState {
             .context("building the HTTP client")?;
         let install_keys = InstallKeys::new(config.install_keys_url.clone(), http.clone());
         let base_path = config.app_base_url.path().trim_end_matches('/').to_owned();
+        let tenants = crate::tenants::TenantCache::new(db.clone());
         Ok(AppState {
             app_key,
             db,
@@ -71,6 +76,8 @@ impl AppState {
             metrics: Metrics::new(),
             host_refresh: crate::host_license::Trigger::new(),
             base_path,
+            tenants,
+            seen: crate::tenants::SeenWriter::new(),
             config,
         })
     }
@@ -90,6 +97,7 @@ impl Application {
         crate::registry::license_view::spawn_sweeper(state.db.clone(), Duration::from_secs(30));
         crate::host_license::start(state.clone().into_inner());
         crate::marketplace::spawn_periodic(state.clone().into_inner());
+        crate::tenants::spawn_background(&state);
         Self::with_listener(state, listener)
     }
 

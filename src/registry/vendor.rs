@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use crate::domain::Status;
 use crate::error::ApiError;
 use crate::licensing::LicenseState;
+use crate::store::access_tokens::{self, AccessTokenRow};
 use crate::store::admin_tokens::{self, AdminTokenRow};
 use crate::store::events::EventRow;
 use crate::store::grants::GrantRow;
@@ -280,6 +281,85 @@ pub struct CreatedAdminToken {
     pub token: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// A vendor access token as listed: never the token (only its hash is stored).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccessToken {
+    pub id: String,
+    pub note: Option<String>,
+    /// The site it was bound to in advance, if any.
+    pub client_key: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The site that redeemed it.
+    pub redeemed_by: Option<String>,
+    pub redeemed_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&AccessTokenRow> for AccessToken {
+    fn from(r: &AccessTokenRow) -> Self {
+        AccessToken {
+            id: r.id.clone(),
+            note: r.note.clone(),
+            client_key: r.client_key.clone(),
+            created_by: r.created_by.clone(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            redeemed_by: r.redeemed_by.clone(),
+            redeemed_at: r.redeemed_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+/// A newly made access token: the only time `token` is shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedAccessToken {
+    pub id: String,
+    pub token: String,
+    /// The descriptor URL carrying the token, for installing from it.
+    pub install_url: String,
+    pub note: Option<String>,
+    pub client_key: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl CreatedAccessToken {
+    pub fn new(row: &AccessTokenRow, token: String, app_base_url: &url::Url) -> Self {
+        CreatedAccessToken {
+            id: row.id.clone(),
+            install_url: install_url(app_base_url, &token),
+            token,
+            note: row.note.clone(),
+            client_key: row.client_key.clone(),
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// `{APP_BASE_URL}/atlassian-connect.json?access-token=T`: the served descriptor carries the
+/// token into its `installed` URL, so a site installing from here redeems it.
+pub fn install_url(app_base_url: &url::Url, token: &str) -> String {
+    let token: String =
+        url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    format!(
+        "{}/atlassian-connect.json?access-token={token}",
+        app_base_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// Every access token, newest first.
+pub async fn list_access_tokens(db: &Db) -> Result<Vec<AccessToken>, ApiError> {
+    Ok(access_tokens::list(db)
+        .await?
+        .iter()
+        .map(AccessToken::from)
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -143,7 +143,38 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(get().to(get_installation))
                     .default_service(na()),
             )
+            .service(
+                resource("/installations/{client_key}/trial-extension")
+                    .route(web::post().to(extend_trial))
+                    .default_service(na()),
+            )
+            .service(
+                resource("/installations/{client_key}/grants")
+                    .route(web::post().to(create_grant))
+                    .default_service(na()),
+            )
+            .service(
+                resource("/grants/{id}")
+                    .route(web::delete().to(revoke_grant))
+                    .default_service(na()),
+            )
+            .service(
+                resource("/access-tokens")
+                    .route(web::post().to(create_access_token))
+                    .route(get().to(list_access_tokens))
+                    .default_service(na()),
+            )
+            .service(
+                resource("/access-tokens/{id}")
+                    .route(web::delete().to(revoke_access_token))
+                    .default_service(na()),
+            )
             .service(resource("/summary").route(get().to(summary)).default_service(na()))
+            .service(
+                resource("/marketplace/sync")
+                    .route(web::post().to(marketplace_sync))
+                    .default_service(na()),
+            )
             .service(
                 resource("/openapi.json")
                     .route(get().to(openapi))
@@ -239,6 +270,298 @@ pub async fn get_installation(
     Ok(HttpResponse::Ok().json(vendor::detail(&state.db, &path).await?))
 }
 
+// ---------------------------------------------------------------------------------------
+// Request bodies. Parsed by hand from a JSON object so that every 400 names the field
+// (serde's messages do not, for a wrong type). The structs document the shapes.
+// ---------------------------------------------------------------------------------------
+
+/// `POST /admin/installations/{client_key}/trial-extension`
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TrialExtensionRequest {
+    /// 1..=365, counted from the later of now and the current effective trial end.
+    days: u32,
+    reason: Option<String>,
+}
+
+/// `POST /admin/installations/{client_key}/grants`
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct GrantRequest {
+    /// Only `free`.
+    #[schema(example = "free")]
+    kind: String,
+    /// `null` (or absent) for no end.
+    ends_at: Option<chrono::DateTime<chrono::Utc>>,
+    reason: Option<String>,
+}
+
+/// `POST /admin/access-tokens`
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AccessTokenRequest {
+    note: Option<String>,
+    /// `null` (or absent) for a token that never expires.
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bind the token in advance to this installation.
+    client_key: Option<String>,
+}
+
+/// `{"items": […]}` of access tokens.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccessTokenList {
+    items: Vec<vendor::AccessToken>,
+}
+
+type Object = serde_json::Map<String, serde_json::Value>;
+
+fn body_object(body: &[u8]) -> Result<Object, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Object::new());
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid_field("body", "must be a JSON object")),
+        Err(_) => Err(ApiError::invalid_field("body", "is not valid JSON")),
+    }
+}
+
+fn opt_string(body: &Object, field: &'static str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid_field(field, "must be a string or null")),
+    }
+}
+
+fn opt_time(
+    body: &Object,
+    field: &'static str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    match body.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => vendor::parse_rfc3339(field, s).map(Some),
+        Some(_) => Err(ApiError::invalid_field(
+            field,
+            "must be an RFC 3339 timestamp string or null",
+        )),
+    }
+}
+
+fn trial_days(body: &Object) -> Result<u32, ApiError> {
+    let bad = || ApiError::invalid_field("days", "must be a whole number from 1 to 365");
+    let n = body
+        .get("days")
+        .ok_or_else(|| ApiError::invalid_field("days", "is required (a whole number from 1 to 365)"))?
+        .as_u64()
+        .ok_or_else(bad)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|d| (1..=crate::registry::grants::MAX_TRIAL_DAYS).contains(d))
+        .ok_or_else(bad)
+}
+
+/// Extend a trial by N days
+///
+/// Counts from the later of now and the current effective trial end (the Marketplace trial
+/// end or the latest extension), so extensions stack. The extension starts now.
+#[utoipa::path(
+    post,
+    path = "/admin/installations/{client_key}/trial-extension",
+    tag = "grants",
+    params(("client_key" = String, Path, description = "the tenant's clientKey")),
+    request_body = TrialExtensionRequest,
+    responses(
+        (status = 201, description = "The trial-extension grant", body = vendor::Grant),
+        (status = 400, description = "Invalid body; the message names the field", body = ErrorSchema),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+        (status = 404, description = "Unknown client_key", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn extend_trial(
+    state: SharedState,
+    actor: AdminActor,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = body_object(&body)?;
+    let days = trial_days(&body)?;
+    let reason = opt_string(&body, "reason")?;
+    let grant = crate::registry::grants::extend_trial(
+        state.get_ref(),
+        &path,
+        days,
+        reason.as_deref(),
+        actor.name(),
+        crate::store::now(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(vendor::Grant::from(&grant)))
+}
+
+/// Let an installation use the app for free
+#[utoipa::path(
+    post,
+    path = "/admin/installations/{client_key}/grants",
+    tag = "grants",
+    params(("client_key" = String, Path, description = "the tenant's clientKey")),
+    request_body = GrantRequest,
+    responses(
+        (status = 201, description = "The free grant", body = vendor::Grant),
+        (status = 400, description = "Invalid body; the message names the field", body = ErrorSchema),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+        (status = 404, description = "Unknown client_key", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_grant(
+    state: SharedState,
+    actor: AdminActor,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = body_object(&body)?;
+    match opt_string(&body, "kind")?.as_deref() {
+        Some("free") => {}
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "kind",
+                format!("unknown kind {other:?}; only \"free\" can be granted here (trial extensions use …/trial-extension)"),
+            ));
+        }
+        None => return Err(ApiError::invalid_field("kind", "is required: \"free\"")),
+    }
+    let ends_at = opt_time(&body, "ends_at")?;
+    let reason = opt_string(&body, "reason")?;
+    let grant = crate::registry::grants::grant_free(
+        state.get_ref(),
+        &path,
+        ends_at,
+        reason.as_deref(),
+        actor.name(),
+        crate::store::now(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(vendor::Grant::from(&grant)))
+}
+
+/// Revoke a grant
+///
+/// The grant is kept for the record with `revoked_at` set. Revoking a redeemed access token's
+/// grant ends that site's free use.
+#[utoipa::path(
+    delete,
+    path = "/admin/grants/{id}",
+    tag = "grants",
+    params(("id" = String, Path, description = "the grant id")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)"),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+        (status = 404, description = "Unknown id", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_grant(
+    state: SharedState,
+    actor: AdminActor,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    crate::registry::grants::revoke_grant(
+        state.get_ref(),
+        &path,
+        actor.name(),
+        crate::store::now(),
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Issue an access token
+///
+/// The token is in this answer only; it is stored hashed. `install_url` is the descriptor URL
+/// carrying it.
+#[utoipa::path(
+    post,
+    path = "/admin/access-tokens",
+    tag = "access tokens",
+    request_body = AccessTokenRequest,
+    responses(
+        (status = 201, description = "The new token, shown this once", body = vendor::CreatedAccessToken),
+        (status = 400, description = "Invalid body; the message names the field", body = ErrorSchema),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+        (status = 404, description = "client_key names no installation", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_access_token(
+    state: SharedState,
+    actor: AdminActor,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = body_object(&body)?;
+    let note = opt_string(&body, "note")?;
+    let expires_at = opt_time(&body, "expires_at")?;
+    let client_key = opt_string(&body, "client_key")?;
+    let (row, token) = crate::registry::grants::create_access_token(
+        state.get_ref(),
+        note.as_deref(),
+        expires_at,
+        client_key.as_deref(),
+        actor.name(),
+        crate::store::now(),
+    )
+    .await?;
+    let created = vendor::CreatedAccessToken::new(&row, token, &state.config.app_base_url);
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// List access tokens (without the tokens)
+#[utoipa::path(
+    get,
+    path = "/admin/access-tokens",
+    tag = "access tokens",
+    responses(
+        (status = 200, description = "Every access token, newest first", body = AccessTokenList),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_access_tokens(state: SharedState) -> Result<HttpResponse, ApiError> {
+    let items = vendor::list_access_tokens(&state.db).await?;
+    Ok(HttpResponse::Ok().json(AccessTokenList { items }))
+}
+
+/// Revoke an access token
+///
+/// A redeemed token's grant is revoked with it, ending that site's free use.
+#[utoipa::path(
+    delete,
+    path = "/admin/access-tokens/{id}",
+    tag = "access tokens",
+    params(("id" = String, Path, description = "the access token id")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)"),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+        (status = 404, description = "Unknown id", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_access_token(
+    state: SharedState,
+    actor: AdminActor,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    crate::registry::grants::revoke_access_token(
+        state.get_ref(),
+        &path,
+        actor.name(),
+        crate::store::now(),
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// Counts by status and license state, and trials ending within 7 days
 #[utoipa::path(
     get,
@@ -252,6 +575,41 @@ pub async fn get_installation(
 )]
 pub async fn summary(state: SharedState) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(vendor::summary(&state.db, crate::store::now()).await?))
+}
+
+/// Run one Marketplace license sync now
+///
+/// Joins each Marketplace license to an installation by (cloudId, app key), then entitlement
+/// id/number, then SEN, then site host name; the latest `lastUpdated` wins per site.
+#[utoipa::path(
+    post,
+    path = "/admin/marketplace/sync",
+    tag = "marketplace",
+    responses(
+        (status = 200, description = "The sync finished", body = SyncSummarySchema),
+        (status = 400, description = "Marketplace credentials are not configured", body = ErrorSchema),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+        (status = 409, description = "A sync is already running", body = ErrorSchema),
+        (status = 502, description = "The Marketplace refused, failed or timed out (`marketplace_unavailable`); stored data unchanged", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn marketplace_sync(state: SharedState) -> Result<HttpResponse, ApiError> {
+    crate::marketplace::sync_route(state).await
+}
+
+/// The answer of a Marketplace sync, for the OpenAPI document
+/// (see [`crate::marketplace::SyncSummary`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SyncSummarySchema {
+    /// License rows received, over all pages.
+    fetched: u64,
+    /// Distinct licenses stored with an installation.
+    matched: u64,
+    /// Distinct licenses stored without one.
+    unmatched: u64,
+    finished_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// This document
@@ -317,7 +675,19 @@ impl utoipa::Modify for BearerAuth {
         title = "connect-keeper admin API",
         description = "The vendor's installation registry: installations, trials, grants, access tokens, Marketplace sync."
     ),
-    paths(list_installations, get_installation, summary, openapi),
+    paths(
+        list_installations,
+        get_installation,
+        extend_trial,
+        create_grant,
+        revoke_grant,
+        create_access_token,
+        list_access_tokens,
+        revoke_access_token,
+        summary,
+        marketplace_sync,
+        openapi,
+    ),
     components(schemas(
         vendor::Installation,
         vendor::License,
@@ -332,6 +702,13 @@ impl utoipa::Modify for BearerAuth {
         vendor::Summary,
         vendor::StatusCounts,
         vendor::LicenseCounts,
+        vendor::AccessToken,
+        vendor::CreatedAccessToken,
+        AccessTokenList,
+        TrialExtensionRequest,
+        GrantRequest,
+        AccessTokenRequest,
+        SyncSummarySchema,
         ErrorSchema,
     )),
     modifiers(&BearerAuth)
@@ -363,7 +740,18 @@ mod tests {
     #[test]
     fn openapi_lists_the_routes() {
         let doc = ApiDoc::openapi();
-        for p in ["/admin/installations", "/admin/installations/{client_key}", "/admin/summary"] {
+        for p in [
+            "/admin/installations",
+            "/admin/installations/{client_key}",
+            "/admin/installations/{client_key}/trial-extension",
+            "/admin/installations/{client_key}/grants",
+            "/admin/grants/{id}",
+            "/admin/access-tokens",
+            "/admin/access-tokens/{id}",
+            "/admin/marketplace/sync",
+            "/admin/summary",
+            "/admin/openapi.json",
+        ] {
             assert!(doc.paths.paths.contains_key(p), "{p}");
         }
     }

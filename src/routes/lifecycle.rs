@@ -50,6 +50,7 @@ async fn callback(
     };
     let accepted = lifecycle::handle(&state, **event, parts, &body).await?;
     crate::telemetry::record_client_key(&req, &accepted.client_key);
+    crate::registry::grants::after_lifecycle(&state, &accepted).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

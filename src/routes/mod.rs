@@ -10,6 +10,7 @@ use crate::error::json_error;
 pub mod admin;
 pub mod lifecycle;
 pub mod ops;
+pub mod product;
 
 /// Largest request body accepted anywhere (contract §8: 413 beyond 1 MiB).
 pub const MAX_BODY: usize = 1 << 20;
@@ -33,7 +34,8 @@ pub fn mount(cfg: &mut web::ServiceConfig, base_path: &str) {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
         .configure(lifecycle::configure)
-        .configure(admin::configure);
+        .configure(admin::configure)
+        .configure(product::configure);
 }
 
 /// For `.default_service` of a resource: the route exists, the method does not.

@@ -375,7 +375,7 @@ pub mod seed {
     /// Inserts `count` installations with varied status, product, license state, Marketplace
     /// data and trial ends, in batches inside transactions. Keys are `seed-{run}-{n}`.
     pub async fn installations(db: &Db, count: u64, now: DateTime<Utc>) -> sqlx::Result<u64> {
-        let run = crate::store::new_id()[..8].to_owned();
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         // 400 rows x 25 values stays under SQLite's 32766 bind values per statement.
         let batch: u64 = 400;
         let mut done = 0;

@@ -5,6 +5,9 @@
 #[macro_use]
 mod helpers;
 
+mod admin;
+mod cli;
 mod license_data;
 mod lifecycle;
 mod process;
+mod product;

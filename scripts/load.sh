@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Load test of the whole server on loopback: GET /healthz (no verification) against
+# GET /api/whoami (every request verified: context JWT in the Authorization header, tenant
+# from the cache, HMAC, license decision by a free grant), in the same run.
+#
+#   scripts/load.sh [DURATION_SECS] [CONNECTIONS] [THREADS]      (defaults: 10 64 2)
+#
+# Builds --release, starts the server with a fresh SQLite database in a temporary folder,
+# installs a tenant with a correctly signed `installed` (examples/load_setup.rs serves the
+# test key), then runs wrk against each route and prints req/s, p50, p99 and errors. The
+# verified route should keep at least 80% of the plain route's req/s, with no errors.
+set -euo pipefail
+
+DURATION="${1:-10}"
+CONNECTIONS="${2:-64}"
+THREADS="${3:-2}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+if ! command -v wrk >/dev/null; then
+    echo "wrk not found: installing it (Debian package)" >&2
+    apt-get install -y wrk >/dev/null
+fi
+
+cargo build --release --quiet --bin connect-keeper --example load_setup
+BIN="$ROOT/target/release/connect-keeper"
+SETUP="$ROOT/target/release/examples/load_setup"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$SETUP" keys "$WORK/keys.port" &
+PIDS+=($!)
+for _ in $(seq 50); do [[ -s "$WORK/keys.port" ]] && break; sleep 0.1; done
+KEYS_PORT="$(cat "$WORK/keys.port")"
+
+# A free port for the server (bind-and-release; the race is harmless on a quiet machine).
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+APP="http://127.0.0.1:$PORT"
+DB="sqlite://$WORK/load.db"
+
+DATABASE_URL="$DB" BIND_ADDR="127.0.0.1:$PORT" APP_BASE_URL="$APP" \
+INSTALL_KEYS_URL="http://127.0.0.1:$KEYS_PORT" RUST_LOG=warn LOG_FORMAT=json \
+    "$BIN" serve >"$WORK/server.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -fs "$APP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$APP/healthz" >/dev/null || { echo "server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+
+TOKEN="$("$SETUP" install "$APP" "$DB")"
+
+# wrk counts non-2xx answers only in its summary line; this script makes them visible.
+cat >"$WORK/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d non2xx=%d socket_errors=%d requests=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
+end
+EOF
+
+run() { # NAME PATH [wrk options…] — prints one line, sets RPS and ERRORS
+    local name="$1" path="$2"; shift 2
+    local line
+    line="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/report.lua" "$@" "$APP$path" | grep '^RESULT')"
+    printf '%-16s %s\n' "$name" "${line#RESULT }"
+    RPS="$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$line")"
+    ERRORS=$(( $(sed -E 's/.*non2xx=([0-9]+) socket_errors=([0-9]+).*/\1 + \2/' <<<"$line") ))
+}
+
+echo "wrk: $THREADS threads, $CONNECTIONS connections, ${DURATION}s per route; server: release build, SQLite"
+run "GET /healthz" /healthz
+PLAIN_RPS=$RPS PLAIN_ERR=$ERRORS
+run "GET /api/whoami" /api/whoami -H "Authorization: JWT $TOKEN"
+AUTH_RPS=$RPS AUTH_ERR=$ERRORS
+
+RATIO="$(python3 -c "print(f'{$AUTH_RPS / $PLAIN_RPS * 100:.1f}')")"
+echo "verified/plain req/s: ${RATIO}%  (errors: healthz ${PLAIN_ERR}, whoami ${AUTH_ERR})"
+if python3 -c "import sys; sys.exit(0 if $AUTH_RPS >= 0.8 * $PLAIN_RPS and $AUTH_ERR + $PLAIN_ERR == 0 else 1)"; then
+    echo "OK: the verified route keeps >= 80% of the plain route's throughput with no errors"
+else
+    echo "FAIL: below 80% or errors" >&2
+    exit 1
+fi

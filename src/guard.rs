@@ -1,0 +1,681 @@
+//! Verification and license enforcement in front of the app's own routes (contract §4,
+//! "Protected by the middleware"; protocol §4).
+//!
+//! "The middleware writes, the extractor reads": [`Guard`] (made by [`verified`],
+//! [`licensed_api`] or [`licensed_page`]) verifies every request of the scope, resource or
+//! route it wraps and stores a [`Verified`] (and, where it enforced a license, a
+//! [`Licensed`]) in the request extensions; handlers take those as arguments. A handler whose
+//! route lacks the guard fails with a 500 instead of running unprotected, and a route with the
+//! guard is protected whatever its handler takes.
+//!
+//! The work is done by two plain functions, testable without actix: [`present`] finds the
+//! token and the tenant it claims; [`authorize`] verifies it against that tenant and decides
+//! the license. Neither does I/O: the tenant comes from [`crate::tenants::TenantCache`].
+
+use std::future::{Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::{StatusCode, header};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, Utc};
+
+use crate::connect::jwt::{self, JwtError, QshPolicy, TokenKind};
+use crate::connect::qsh;
+use crate::domain::Status;
+use crate::error::{ErrorBody, json_error};
+use crate::licensing::{self, Decision, Source};
+use crate::registry::lifecycle::RequestParts;
+use crate::startup::SharedState;
+use crate::tenants::TenantSnapshot;
+
+// ---------------------------------------------------------------------------------------
+// The pure part
+// ---------------------------------------------------------------------------------------
+
+/// What the route accepts and how the decision is made.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    pub policy: QshPolicy,
+    /// The path of `APP_BASE_URL`, stripped before computing the qsh.
+    pub base_path: &'a str,
+    pub leeway_secs: u64,
+    /// `LICENSE_ENFORCEMENT`; when off every verified request is licensed.
+    pub enforcement: bool,
+}
+
+/// A request's token and the tenant it claims to come from, not verified yet.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    token: String,
+    /// The unverified `iss`: only used to choose the tenant whose secret must verify it.
+    pub iss: String,
+}
+
+/// Finds the token (`Authorization: JWT …` or the `jwt` query parameter) and its `iss`.
+/// Anything but HS256 is refused here, before a tenant is looked up.
+pub fn present(req: &RequestParts<'_>) -> Result<Presented, Refusal> {
+    let token = jwt::extract_token(req.authorization, req.query)?.ok_or(JwtError::Missing)?;
+    let (header, claims) = jwt::peek(&token)?;
+    if header.alg != "HS256" {
+        return Err(JwtError::Algorithm(header.alg.chars().filter(char::is_ascii_graphic).take(20).collect()).into());
+    }
+    let iss = claims.iss.ok_or(JwtError::MissingClaim("iss"))?;
+    Ok(Presented { token, iss })
+}
+
+/// A verified request.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub tenant: Arc<TenantSnapshot>,
+    /// The Atlassian account of the user (`sub`), absent for anonymous users.
+    pub account_id: Option<String>,
+    pub token_kind: TokenKind,
+    /// `Some(active)` when a query-bound token covered a `lic` parameter; `None` for context
+    /// tokens, whose query the token does not cover.
+    pub lic: Option<bool>,
+    /// The license decision for this request (enforced only by the licensed guards).
+    pub decision: Decision,
+}
+
+impl Verified {
+    pub fn client_key(&self) -> &str {
+        self.tenant.client_key()
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Token(#[from] JwtError),
+    /// Unknown `iss`, or a tenant that uninstalled the app (its secret is erased). One message
+    /// for both, so a caller cannot probe which sites have the app.
+    #[error("the JWT issuer is not an installed tenant of this app")]
+    UnknownIssuer,
+    #[error("the JWT issuer is not an installed tenant of this app")]
+    Uninstalled,
+    #[error("the app is disabled on this site")]
+    Disabled,
+}
+
+impl Refusal {
+    /// The metrics label (`jwt_verification_failures_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Token(e) => e.reason(),
+            Refusal::UnknownIssuer => "unknown_issuer",
+            Refusal::Uninstalled => "uninstalled",
+            Refusal::Disabled => "tenant_disabled",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Disabled => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+/// Verifies a presented token against its tenant and decides the license, in the contract's
+/// order: tenant known and installed, HS256 signature with its secret, `exp`/`iat`/`nbf` with
+/// leeway, `qsh` per the route's policy (401 for any of these), then disabled (403). The
+/// returned decision is not enforced here: the guard does that where the route asks for it.
+pub fn authorize(
+    presented: &Presented,
+    tenant: Option<Arc<TenantSnapshot>>,
+    req: &RequestParts<'_>,
+    rules: &Rules<'_>,
+    now: DateTime<Utc>,
+) -> Result<Verified, Refusal> {
+    let tenant = tenant.ok_or(Refusal::UnknownIssuer)?;
+    if tenant.status == Some(Status::Uninstalled) || tenant.status.is_none() {
+        return Err(Refusal::Uninstalled);
+    }
+    let secret = tenant.shared_secret().ok_or(Refusal::Uninstalled)?;
+    let claims = jwt::verify_hs256(&presented.token, secret.as_bytes())?;
+    jwt::check_times(&claims, now.timestamp(), rules.leeway_secs)?;
+    let token_kind = jwt::check_qsh_with(&claims, rules.policy, || {
+        qsh::qsh(req.method, req.path, req.query, rules.base_path)
+    })?;
+    if tenant.status == Some(Status::Disabled) {
+        return Err(Refusal::Disabled);
+    }
+    let lic = match token_kind {
+        TokenKind::QueryBound => bound_lic(req.query),
+        TokenKind::Context => None,
+    };
+    let decision = licensing::decide(
+        rules.enforcement,
+        &tenant.grants,
+        lic.map(|active| if active { "active" } else { "none" }),
+        tenant.known_license().as_ref(),
+        now,
+    );
+    Ok(Verified {
+        account_id: claims.sub,
+        tenant,
+        token_kind,
+        lic,
+        decision,
+    })
+}
+
+/// The `lic` of a query the token covers: `Some(true)` only when every `lic` value says
+/// `active` (a module URL that adds its own `lic` yields `lic=active&lic=none`, protocol §1.4;
+/// the product's `none` must win). No `lic`, or only empty ones: `None`.
+fn bound_lic(query: &str) -> Option<bool> {
+    let mut seen = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name == "lic" && !value.is_empty() {
+            seen = Some(seen.unwrap_or(true) && value == "active");
+        }
+    }
+    seen
+}
+
+// ---------------------------------------------------------------------------------------
+// The middleware
+// ---------------------------------------------------------------------------------------
+
+/// What a route demands; see [`verified`], [`licensed_api`], [`licensed_page`].
+#[derive(Clone, Copy, Debug)]
+pub struct Guard {
+    policy: QshPolicy,
+    license: Option<Unlicensed>,
+}
+
+/// How an unlicensed request is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unlicensed {
+    Json,
+    Page,
+}
+
+/// A verified request from an installed, enabled tenant; no license needed (e.g. redeeming
+/// an access token). `policy` says whether context tokens are accepted.
+pub fn verified(policy: QshPolicy) -> Guard {
+    Guard {
+        policy,
+        license: None,
+    }
+}
+
+/// API routes called from the app's iframe: a query-bound or a context token, and a
+/// license; unlicensed is a JSON 403 `{"error":"unlicensed",…}`.
+pub fn licensed_api() -> Guard {
+    Guard {
+        policy: QshPolicy::RequestOrContext,
+        license: Some(Unlicensed::Json),
+    }
+}
+
+/// Iframe pages: a query-bound token only (a context token is refused), and a license;
+/// unlicensed is a friendly HTML 403 page.
+pub fn licensed_page() -> Guard {
+    Guard {
+        policy: QshPolicy::RequestOnly,
+        license: Some(Unlicensed::Page),
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Guard
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = GuardMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(GuardMiddleware {
+            service: Rc::new(service),
+            guard: *self,
+        }))
+    }
+}
+
+pub struct GuardMiddleware<S> {
+    service: Rc<S>,
+    guard: Guard,
+}
+
+type LocalBoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T>>>;
+
+impl<S, B> Service<ServiceRequest> for GuardMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = self.service.clone();
+        let guard = self.guard;
+        Box::pin(async move {
+            let Some(state) = req.app_data::<SharedState>().cloned() else {
+                tracing::error!("connect-keeper guard mounted without AppState in app_data");
+                let res = json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the server is misconfigured",
+                );
+                return Ok(req.into_response(res).map_into_right_body());
+            };
+            match check(&state, guard, &req).await {
+                Ok((verified, licensed)) => {
+                    crate::telemetry::record_client_key(req.request(), verified.client_key());
+                    if let Some(source) = licensed {
+                        req.extensions_mut().insert(Licensed {
+                            verified: verified.clone(),
+                            source,
+                        });
+                    }
+                    req.extensions_mut().insert(verified);
+                    service.call(req).await.map(ServiceResponse::map_into_left_body)
+                }
+                Err(res) => Ok(req.into_response(res).map_into_right_body()),
+            }
+        })
+    }
+}
+
+/// The guard's whole job for one request: verify, record, decide. Returns what to store in
+/// the extensions, or the answer to send instead.
+async fn check(
+    state: &SharedState,
+    guard: Guard,
+    req: &ServiceRequest,
+) -> Result<(Verified, Option<Source>), HttpResponse> {
+    let parts = RequestParts {
+        method: req.method().as_str(),
+        path: req.path(),
+        query: req.query_string(),
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    };
+    let rules = Rules {
+        policy: guard.policy,
+        base_path: &state.base_path,
+        leeway_secs: state.config.jwt_leeway_secs,
+        enforcement: state.config.license_enforcement,
+    };
+    let now = Utc::now();
+    let refuse = |r: Refusal| refusal_response(state, &r);
+    let presented = present(&parts).map_err(refuse)?;
+    let tenant = state.tenants.get(&presented.iss).await.map_err(|e| {
+        tracing::error!(error = %e, "tenant lookup failed");
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service cannot verify requests right now; try again",
+        )
+    })?;
+    let verified = authorize(&presented, tenant, &parts, &rules, now).map_err(refuse)?;
+    state.seen.saw(&verified.tenant, verified.lic, now);
+    if guard.license.is_none() {
+        return Ok((verified, None));
+    }
+    let label = match verified.decision {
+        Decision {
+            licensed: true,
+            source: Some(source),
+        } => source.as_str(),
+        _ => "unlicensed",
+    };
+    state
+        .metrics
+        .license_decisions
+        .with_label_values(&[label])
+        .inc();
+    match verified.decision {
+        Decision {
+            licensed: true,
+            source: Some(source),
+        } => Ok((verified, Some(source))),
+        _ => {
+            tracing::info!(client_key = %verified.client_key(), "unlicensed request refused");
+            Err(unlicensed_response(guard))
+        }
+    }
+}
+
+fn refusal_response(state: &SharedState, r: &Refusal) -> HttpResponse {
+    state
+        .metrics
+        .verification_failures
+        .with_label_values(&[r.reason()])
+        .inc();
+    tracing::info!(reason = r.reason(), "product request refused");
+    match r {
+        Refusal::Disabled => json_error(StatusCode::FORBIDDEN, "tenant_disabled", &r.to_string()),
+        _ => HttpResponse::Unauthorized()
+            .insert_header((
+                header::WWW_AUTHENTICATE,
+                format!("JWT realm=\"{}\"", realm(&state.app_key)),
+            ))
+            .json(ErrorBody {
+                error: "invalid_token",
+                message: &r.to_string(),
+            }),
+    }
+}
+
+/// The app key, as safe inside a quoted header value.
+fn realm(app_key: &str) -> String {
+    app_key
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+        .collect()
+}
+
+fn unlicensed_response(guard: Guard) -> HttpResponse {
+    match guard.license {
+        Some(Unlicensed::Page) => HttpResponse::Forbidden()
+            .content_type("text/html; charset=utf-8")
+            .body(UNLICENSED_PAGE),
+        _ => json_error(
+            StatusCode::FORBIDDEN,
+            "unlicensed",
+            "this site has no license for the app: start a trial or buy it on the Atlassian Marketplace",
+        ),
+    }
+}
+
+/// Shown inside the product's iframe to every user of an unlicensed site, so it speaks to
+/// users (who cannot buy) as well as admins (who can). Static: nothing from the request is
+/// echoed, so there is nothing to escape.
+pub const UNLICENSED_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>License required</title>
+<script src="https://connect-cdn.atl-paas.net/all.js" async></script>
+<style>
+body { font-family: -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, sans-serif; color: #172b4d; margin: 24px; }
+h1 { font-size: 20px; }
+</style>
+</head>
+<body>
+<h1>This app needs a license</h1>
+<p>This site does not have a valid license for this app, or its trial has ended.</p>
+<p>A site administrator can start a free trial or buy a subscription on the Atlassian
+Marketplace: <em>Apps &rarr; Manage apps</em>, then choose this app.</p>
+<p>If you think this is a mistake, ask your administrator to contact the app's vendor.</p>
+</body>
+</html>
+"#;
+
+// ---------------------------------------------------------------------------------------
+// Extractors
+// ---------------------------------------------------------------------------------------
+
+/// The answer when a handler asks for what no guard stored: a programming error, made loud.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GuardNotMounted(&'static str);
+
+impl ResponseError for GuardNotMounted {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        tracing::error!(problem = self.0, "handler used without its guard");
+        json_error(self.status_code(), "guard_not_mounted", self.0)
+    }
+}
+
+impl FromRequest for Verified {
+    type Error = GuardNotMounted;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(req.extensions().get::<Verified>().cloned().ok_or(GuardNotMounted(
+            "this route is not wrapped in a connect-keeper guard (guard::verified / licensed_api / licensed_page)",
+        )))
+    }
+}
+
+/// A verified request that the guard also found licensed.
+#[derive(Debug, Clone)]
+pub struct Licensed {
+    pub verified: Verified,
+    /// What licensed it (`license_source` of `/api/whoami`).
+    pub source: Source,
+}
+
+impl FromRequest for Licensed {
+    type Error = GuardNotMounted;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(req.extensions().get::<Licensed>().cloned().ok_or(GuardNotMounted(
+            "this route is not wrapped in a licensing guard (guard::licensed_api / licensed_page)",
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::licensing::{GrantFacts, GrantKind};
+    use crate::store::installations::tests_support::blank_row;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    const SECRET: &str = "s3cret-shared";
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap()
+    }
+
+    fn tenant(status: &str, grants: Vec<GrantFacts>) -> Arc<TenantSnapshot> {
+        let mut row = blank_row("client-1");
+        row.status = status.into();
+        row.shared_secret = Some(SECRET.into());
+        Arc::new(TenantSnapshot::new(row, grants))
+    }
+
+    fn rules(policy: QshPolicy) -> Rules<'static> {
+        Rules {
+            policy,
+            base_path: "",
+            leeway_secs: 30,
+            enforcement: true,
+        }
+    }
+
+    fn token(qsh: &str, exp_offset: i64, secret: &str) -> String {
+        let t = now().timestamp();
+        jwt::sign_hs256(
+            &json!({"iss": "client-1", "sub": "acc-1", "qsh": qsh, "iat": t - 10, "exp": t + exp_offset}),
+            secret.as_bytes(),
+        )
+    }
+
+    fn bound(path: &str, query: &str) -> String {
+        token(&qsh::qsh("GET", path, query, ""), 60, SECRET)
+    }
+
+    fn run(
+        query_token: Option<&str>,
+        header_token: Option<&str>,
+        path: &str,
+        query: &str,
+        tenant: Option<Arc<TenantSnapshot>>,
+        policy: QshPolicy,
+    ) -> Result<Verified, Refusal> {
+        let q = match query_token {
+            Some(t) if query.is_empty() => format!("jwt={t}"),
+            Some(t) => format!("{query}&jwt={t}"),
+            None => query.to_owned(),
+        };
+        let auth = header_token.map(|t| format!("JWT {t}"));
+        let parts = RequestParts {
+            method: "GET",
+            path,
+            query: &q,
+            authorization: auth.as_deref(),
+        };
+        let presented = present(&parts)?;
+        assert_eq!(presented.iss, "client-1");
+        authorize(&presented, tenant, &parts, &rules(policy), now())
+    }
+
+    #[test]
+    fn a_bound_lic_decides_for_query_bound_tokens() {
+        let t = bound("/panel", "lic=active&xdm_e=x");
+        let v = run(Some(&t), None, "/panel", "lic=active&xdm_e=x", Some(tenant("enabled", vec![])), QshPolicy::RequestOnly)
+            .expect("verified");
+        assert_eq!(v.token_kind, TokenKind::QueryBound);
+        assert_eq!(v.lic, Some(true));
+        assert_eq!(v.decision, Decision { licensed: true, source: Some(Source::Lic) });
+        assert_eq!(v.account_id.as_deref(), Some("acc-1"));
+
+        let t = bound("/panel", "lic=none");
+        let v = run(Some(&t), None, "/panel", "lic=none", Some(tenant("installed", vec![])), QshPolicy::RequestOnly)
+            .expect("verified");
+        assert!(!v.decision.licensed);
+    }
+
+    #[test]
+    fn a_context_token_ignores_the_query_lic() {
+        let t = token("context-qsh", 60, SECRET);
+        let v = run(None, Some(&t), "/api/whoami", "lic=active", Some(tenant("enabled", vec![])), QshPolicy::RequestOrContext)
+            .expect("verified");
+        assert_eq!(v.token_kind, TokenKind::Context);
+        assert_eq!(v.lic, None);
+        assert!(!v.decision.licensed, "no grant, no known license");
+
+        // ...and is refused where only bound tokens are accepted.
+        let err = run(None, Some(&t), "/panel", "", Some(tenant("enabled", vec![])), QshPolicy::RequestOnly).unwrap_err();
+        assert_eq!(err, Refusal::Token(JwtError::ContextTokenNotAllowed));
+    }
+
+    #[test]
+    fn grants_are_evaluated_at_request_time() {
+        let active = GrantFacts {
+            kind: GrantKind::Free,
+            starts_at: now() - chrono::Duration::days(1),
+            ends_at: Some(now() + chrono::Duration::hours(1)),
+            revoked_at: None,
+        };
+        let t = token("context-qsh", 60, SECRET);
+        let v = run(None, Some(&t), "/api/whoami", "", Some(tenant("enabled", vec![active.clone()])), QshPolicy::RequestOrContext)
+            .unwrap();
+        assert_eq!(v.decision.source, Some(Source::Grant));
+        let ended = GrantFacts {
+            ends_at: Some(now()),
+            ..active
+        };
+        let v = run(None, Some(&t), "/api/whoami", "", Some(tenant("enabled", vec![ended])), QshPolicy::RequestOrContext)
+            .unwrap();
+        assert!(!v.decision.licensed);
+    }
+
+    #[test]
+    fn refusals() {
+        let ok = bound("/panel", "");
+        let enabled = || Some(tenant("enabled", vec![]));
+        let policy = QshPolicy::RequestOnly;
+        assert_eq!(run(Some(&ok), None, "/panel", "", None, policy).unwrap_err(), Refusal::UnknownIssuer);
+        assert_eq!(
+            run(Some(&ok), None, "/panel", "", Some(tenant("uninstalled", vec![])), policy).unwrap_err(),
+            Refusal::Uninstalled
+        );
+        assert_eq!(
+            run(Some(&ok), None, "/panel", "", Some(tenant("disabled", vec![])), policy).unwrap_err(),
+            Refusal::Disabled
+        );
+        let wrong_secret = token(&qsh::qsh("GET", "/panel", "", ""), 60, "other");
+        assert_eq!(
+            run(Some(&wrong_secret), None, "/panel", "", enabled(), policy).unwrap_err(),
+            Refusal::Token(JwtError::BadSignature)
+        );
+        // A disabled tenant with a bad signature is a 401, not a 403: nothing is revealed
+        // before the signature is checked.
+        assert_eq!(
+            run(Some(&wrong_secret), None, "/panel", "", Some(tenant("disabled", vec![])), policy).unwrap_err(),
+            Refusal::Token(JwtError::BadSignature)
+        );
+        assert_eq!(
+            run(Some(&ok), None, "/panel", "x=1", enabled(), policy).unwrap_err(),
+            Refusal::Token(JwtError::QshMismatch)
+        );
+        let within_leeway = token(&qsh::qsh("GET", "/panel", "", ""), -30, SECRET);
+        assert!(run(Some(&within_leeway), None, "/panel", "", enabled(), policy).is_ok());
+        let beyond = token(&qsh::qsh("GET", "/panel", "", ""), -31, SECRET);
+        assert_eq!(
+            run(Some(&beyond), None, "/panel", "", enabled(), policy).unwrap_err(),
+            Refusal::Token(JwtError::Expired)
+        );
+        let parts = RequestParts { method: "GET", path: "/panel", query: "", authorization: None };
+        assert_eq!(present(&parts).unwrap_err(), Refusal::Token(JwtError::Missing));
+        let rs = format!(
+            "{}.{}.sig",
+            base64_url(r#"{"alg":"RS256"}"#),
+            base64_url(r#"{"iss":"client-1"}"#)
+        );
+        let parts = RequestParts { method: "GET", path: "/panel", query: "", authorization: Some(&format!("JWT {rs}")) };
+        assert_eq!(present(&parts).unwrap_err(), Refusal::Token(JwtError::Algorithm("RS256".into())));
+    }
+
+    #[test]
+    fn base_path_is_stripped_for_the_qsh() {
+        let t = token(&qsh::qsh("GET", "/panel", "a=1", ""), 60, SECRET);
+        for path in ["/panel", "/acme/panel"] {
+            let q = format!("a=1&jwt={t}");
+            let parts = RequestParts { method: "GET", path, query: &q, authorization: None };
+            let presented = present(&parts).unwrap();
+            let r = Rules { base_path: "/acme", ..rules(QshPolicy::RequestOnly) };
+            assert!(authorize(&presented, Some(tenant("enabled", vec![])), &parts, &r, now()).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn enforcement_off_licenses_everyone_verified() {
+        let t = bound("/panel", "lic=none");
+        let q = format!("lic=none&jwt={t}");
+        let parts = RequestParts { method: "GET", path: "/panel", query: &q, authorization: None };
+        let presented = present(&parts).unwrap();
+        let r = Rules { enforcement: false, ..rules(QshPolicy::RequestOnly) };
+        let v = authorize(&presented, Some(tenant("enabled", vec![])), &parts, &r, now()).unwrap();
+        assert_eq!(v.decision.source, Some(Source::EnforcementOff));
+    }
+
+    #[test]
+    fn repeated_lic_values_need_all_active() {
+        assert_eq!(bound_lic(""), None);
+        assert_eq!(bound_lic("lic="), None);
+        assert_eq!(bound_lic("lic=active"), Some(true));
+        assert_eq!(bound_lic("lic=none"), Some(false));
+        assert_eq!(bound_lic("lic=active&lic=none"), Some(false));
+        assert_eq!(bound_lic("lic=none&lic=active"), Some(false));
+        assert_eq!(bound_lic("lic=Active"), Some(false));
+    }
+
+    #[test]
+    fn realm_is_header_safe() {
+        assert_eq!(realm("connect-keeper-app"), "connect-keeper-app");
+        assert_eq!(realm("a\"b\\c d"), "abcd");
+    }
+
+    fn base64_url(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+}

@@ -1,0 +1,540 @@
+//! The vendor's licence operations (contract §5, §6, §8 "Licensing"), shared by the admin API,
+//! the CLI, the redeem route and the `installed` callback: trial extensions, free grants,
+//! revocation, and access tokens.
+//!
+//! Every change is one transaction with its audit entry (see [`crate::store::grants`] and
+//! [`crate::store::access_tokens`]), then recomputes the tenant's materialised license view
+//! ([`license_view::refresh`]) and drops the tenant from this process's cache
+//! ([`Target::tenant_changed`]); other processes notice through `changed_at` within seconds.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::licensing;
+use crate::registry::license_view;
+use crate::startup::AppState;
+use crate::store::access_tokens::{self, AccessTokenRow, NewAccessToken};
+use crate::store::grants::{self, GrantRow};
+use crate::store::{Db, installations};
+
+/// Trial extensions are 1..=365 days (contract §5).
+pub const MAX_TRIAL_DAYS: u32 = 365;
+/// Longest free text accepted for a reason or a note.
+pub const MAX_TEXT: usize = 1000;
+/// Longer presented tokens are not looked up (ours are 43 characters).
+const MAX_TOKEN_LEN: usize = 256;
+
+/// Where an operation runs: the database and, in a server, this process's tenant cache.
+///
+/// The CLI passes a [`Db`] (it has no cache; running servers notice through their pollers);
+/// the admin API and the routes pass the [`AppState`] so the change applies here at once.
+pub trait Target: Sync {
+    fn db(&self) -> &Db;
+    /// Called after a tenant's grants or tokens changed.
+    fn tenant_changed(&self, client_key: &str) -> impl Future<Output = ()> + Send;
+}
+
+impl Target for Db {
+    fn db(&self) -> &Db {
+        self
+    }
+    async fn tenant_changed(&self, _client_key: &str) {}
+}
+
+impl Target for AppState {
+    fn db(&self) -> &Db {
+        &self.db
+    }
+    async fn tenant_changed(&self, client_key: &str) {
+        self.tenants.invalidate(client_key).await;
+    }
+}
+
+/// Why a grant or token operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("no installation with client_key {0:?}")]
+    UnknownClient(String),
+    #[error("no grant with id {0:?}")]
+    UnknownGrant(String),
+    #[error("no access token with id {0:?}")]
+    UnknownToken(String),
+    /// A parameter out of range; the message starts with the field's name.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<GrantError> for ApiError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::UnknownClient(_) | GrantError::UnknownGrant(_) | GrantError::UnknownToken(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            GrantError::Invalid { field, message } => ApiError::invalid_field(field, message),
+            GrantError::Database(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// Why a token could not be redeemed (contract §6 and §8).
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    #[error("token: is required")]
+    Missing,
+    #[error("token: unknown access token")]
+    Unknown,
+    #[error("token: the access token has expired")]
+    Expired,
+    #[error("token: the access token has been revoked")]
+    Revoked,
+    #[error("token: the access token was already redeemed by another site")]
+    RedeemedByOther,
+    #[error("token: the access token is meant for another site")]
+    BoundToOther,
+    #[error("no installation with client_key {0:?}")]
+    UnknownClient(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<RedeemError> for ApiError {
+    fn from(e: RedeemError) -> Self {
+        match e {
+            RedeemError::Missing => ApiError::invalid_field("token", "is required"),
+            RedeemError::Unknown | RedeemError::Expired | RedeemError::Revoked => {
+                ApiError::bad_request("invalid_access_token", e.to_string())
+            }
+            RedeemError::RedeemedByOther | RedeemError::BoundToOther => {
+                ApiError::Conflict(e.to_string())
+            }
+            RedeemError::UnknownClient(_) => ApiError::not_found(e.to_string()),
+            RedeemError::Database(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// Extends the tenant's effective trial end by `days` (1..=365), counted from the later of
+/// `now` and the current effective trial end (the Marketplace trial end or the latest
+/// unrevoked extension, whichever is later). The grant starts at `now`, so a site whose trial
+/// already ran out is licensed again at once.
+#[tracing::instrument(skip_all, fields(client_key))]
+pub async fn extend_trial(
+    to: &impl Target,
+    client_key: &str,
+    days: u32,
+    reason: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<GrantRow, GrantError> {
+    tracing::Span::current().record("client_key", client_key);
+    if !(1..=MAX_TRIAL_DAYS).contains(&days) {
+        return Err(invalid("days", format!("must be between 1 and {MAX_TRIAL_DAYS}")));
+    }
+    let reason = text("reason", reason)?;
+    let db = to.db();
+    let row = installations::get(db, client_key)
+        .await?
+        .ok_or_else(|| GrantError::UnknownClient(client_key.to_owned()))?;
+    let facts: Vec<_> = grants::for_client(db, client_key)
+        .await?
+        .iter()
+        .filter_map(GrantRow::facts)
+        .collect();
+    let current_end = licensing::view(&row, &facts, now).effective_trial_end;
+    let ends_at = extended_trial_end(current_end, now, days);
+    let grant =
+        grants::insert_trial_extension(db, client_key, now, ends_at, reason, actor, now).await?;
+    changed(to, client_key).await;
+    Ok(grant)
+}
+
+/// The new effective trial end: `days` after the later of `now` and the current end.
+pub fn extended_trial_end(
+    current_end: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    days: u32,
+) -> DateTime<Utc> {
+    current_end.map_or(now, |end| end.max(now)) + Duration::days(i64::from(days))
+}
+
+/// Grants free use from `now` until `ends_at` (for good when `None`; a past end is refused).
+#[tracing::instrument(skip_all, fields(client_key))]
+pub async fn grant_free(
+    to: &impl Target,
+    client_key: &str,
+    ends_at: Option<DateTime<Utc>>,
+    reason: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<GrantRow, GrantError> {
+    tracing::Span::current().record("client_key", client_key);
+    if ends_at.is_some_and(|e| e <= now) {
+        return Err(invalid("ends_at", "must be in the future"));
+    }
+    let reason = text("reason", reason)?;
+    let db = to.db();
+    if installations::get(db, client_key).await?.is_none() {
+        return Err(GrantError::UnknownClient(client_key.to_owned()));
+    }
+    let grant = grants::insert_free(db, client_key, ends_at, reason, actor, now).await?;
+    changed(to, client_key).await;
+    Ok(grant)
+}
+
+/// Revokes a grant (kept, `revoked_at` set). Revoking a redeemed access token's grant ends
+/// that site's free use and revokes the token. Idempotent: a revoked grant is returned as is.
+#[tracing::instrument(skip_all, fields(grant_id = id))]
+pub async fn revoke_grant(
+    to: &impl Target,
+    id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<GrantRow, GrantError> {
+    let grant = grants::revoke(to.db(), id, actor, now)
+        .await?
+        .ok_or_else(|| GrantError::UnknownGrant(id.to_owned()))?;
+    changed(to, &grant.client_key).await;
+    Ok(grant)
+}
+
+/// Makes an access token: 32 random bytes, URL-safe base64 (43 characters). Only its SHA-256
+/// is stored; the token is returned here once and can never be shown again. `client_key`
+/// binds it in advance to one (existing) site; `expires_at`, if given, must be in the future.
+#[tracing::instrument(skip_all, fields(client_key))]
+pub async fn create_access_token(
+    to: &impl Target,
+    note: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+    client_key: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(AccessTokenRow, String), GrantError> {
+    if let Some(key) = client_key {
+        tracing::Span::current().record("client_key", key);
+    }
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(invalid("expires_at", "must be in the future"));
+    }
+    let note = text("note", note)?;
+    let db = to.db();
+    if let Some(key) = client_key
+        && installations::get(db, key).await?.is_none()
+    {
+        return Err(GrantError::UnknownClient(key.to_owned()));
+    }
+    let token = new_token();
+    let hash = hash_token(&token);
+    let row = access_tokens::insert(
+        db,
+        NewAccessToken {
+            token_hash: &hash,
+            note,
+            expires_at,
+            client_key,
+            created_by: actor,
+        },
+        now,
+    )
+    .await?;
+    Ok((row, token))
+}
+
+/// Revokes an access token and the grant it created, ending the redeeming site's free use.
+/// Idempotent.
+#[tracing::instrument(skip_all, fields(token_id = id))]
+pub async fn revoke_access_token(
+    to: &impl Target,
+    id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<AccessTokenRow, GrantError> {
+    let (token, grant) = access_tokens::revoke(to.db(), id, actor, now)
+        .await?
+        .ok_or_else(|| GrantError::UnknownToken(id.to_owned()))?;
+    if let Some(g) = grant {
+        changed(to, &g.client_key).await;
+    }
+    Ok(token)
+}
+
+/// Redeems `token` for the site `client_key`: an `access_token` grant from `now` until the
+/// token expires. Unknown, expired or revoked: [`RedeemError`] (400), nothing changes. Already
+/// redeemed by another site, or bound in advance to another: 409. Redeemed again by the same
+/// site: the existing grant (idempotent).
+#[tracing::instrument(skip_all, fields(client_key))]
+pub async fn redeem_access_token(
+    to: &impl Target,
+    token: &str,
+    client_key: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<GrantRow, RedeemError> {
+    tracing::Span::current().record("client_key", client_key);
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(RedeemError::Missing);
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(RedeemError::Unknown);
+    }
+    let db = to.db();
+    if installations::get(db, client_key).await?.is_none() {
+        return Err(RedeemError::UnknownClient(client_key.to_owned()));
+    }
+    let hash = hash_token(token);
+    // Two rounds at most: if another redeemer changed the token between the read and the
+    // claim, the second read explains why the claim failed.
+    for _ in 0..2 {
+        let row = access_tokens::by_hash(db, &hash)
+            .await?
+            .ok_or(RedeemError::Unknown)?;
+        match redeemable(&row, client_key, now)? {
+            Redeemable::AlreadyMine => {
+                if let Some(grant) = grants::for_access_token(db, &row.id).await? {
+                    return Ok(grant);
+                }
+                // Redeemed but without a grant cannot happen (one transaction); say so.
+                return Err(RedeemError::Database(sqlx::Error::RowNotFound));
+            }
+            Redeemable::Yes => {
+                if let Some(grant) = access_tokens::claim(db, &row.id, client_key, actor, now).await? {
+                    tracing::info!(token_id = %row.id, "access token redeemed");
+                    changed(to, client_key).await;
+                    return Ok(grant);
+                }
+            }
+        }
+    }
+    Err(RedeemError::RedeemedByOther)
+}
+
+/// What [`redeemable`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeemable {
+    Yes,
+    /// This site redeemed it before: answer its grant again.
+    AlreadyMine,
+}
+
+/// The redeem rules for one token row, in order: revoked; redeemed (by this site or
+/// another); bound to another site; expired.
+pub fn redeemable(
+    row: &AccessTokenRow,
+    client_key: &str,
+    now: DateTime<Utc>,
+) -> Result<Redeemable, RedeemError> {
+    if row.revoked_at.is_some() {
+        return Err(RedeemError::Revoked);
+    }
+    match row.redeemed_by.as_deref() {
+        Some(by) if by == client_key => return Ok(Redeemable::AlreadyMine),
+        Some(_) => return Err(RedeemError::RedeemedByOther),
+        None => {}
+    }
+    if row.client_key.as_deref().is_some_and(|k| k != client_key) {
+        return Err(RedeemError::BoundToOther);
+    }
+    if row.expires_at.is_some_and(|e| e <= now) {
+        return Err(RedeemError::Expired);
+    }
+    Ok(Redeemable::Yes)
+}
+
+/// After a verified lifecycle callback was written: drop the tenant from this process's
+/// cache, and redeem the access token an `installed` URL carried (contract §6). A failed
+/// redemption is logged and never fails the install; a token another site already redeemed
+/// grants nothing.
+pub async fn after_lifecycle(state: &AppState, accepted: &crate::registry::lifecycle::Accepted) {
+    if accepted.applied != installations::Applied::Written {
+        return;
+    }
+    state.tenants.invalidate(&accepted.client_key).await;
+    if let Some(token) = &accepted.access_token {
+        let now = crate::store::now();
+        match redeem_access_token(state, token, &accepted.client_key, "site", now).await {
+            Ok(grant) => {
+                tracing::info!(client_key = %accepted.client_key, grant_id = %grant.id, "access token from the install URL redeemed")
+            }
+            Err(e) => {
+                tracing::warn!(client_key = %accepted.client_key, error = %e, "access token from the install URL not redeemed")
+            }
+        }
+    }
+}
+
+/// The stored form of a token: lower-case hex SHA-256. A fast hash is right here (unlike for
+/// passwords): tokens are 256 random bits, so there is nothing to brute-force.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn changed(to: &impl Target, client_key: &str) {
+    if let Err(e) = license_view::refresh(to.db(), client_key).await {
+        // The grant is stored; the view is also recomputed by the periodic sweep.
+        tracing::warn!(client_key, error = %e, "license view refresh failed");
+    }
+    to.tenant_changed(client_key).await;
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> GrantError {
+    GrantError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Trims free text; empty means none; over [`MAX_TEXT`] characters is refused.
+fn text<'a>(field: &'static str, value: Option<&'a str>) -> Result<Option<&'a str>, GrantError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) if v.chars().count() > MAX_TEXT => {
+            Err(invalid(field, format!("must be at most {MAX_TEXT} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(day: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap() + Duration::days(day)
+    }
+
+    #[test]
+    fn a_trial_extension_counts_from_the_later_of_now_and_the_current_end() {
+        // no known trial end: from now
+        assert_eq!(extended_trial_end(None, t(0), 10), t(10));
+        // a trial that ends later: from its end
+        assert_eq!(extended_trial_end(Some(t(5)), t(0), 10), t(15));
+        // a trial that already ended: from now
+        assert_eq!(extended_trial_end(Some(t(-3)), t(0), 10), t(10));
+        // a second extension counts from the first one's end
+        let first = extended_trial_end(None, t(0), 30);
+        assert_eq!(extended_trial_end(Some(first), t(1), 30), t(60));
+    }
+
+    fn token() -> AccessTokenRow {
+        AccessTokenRow {
+            id: "tok".into(),
+            token_hash: hash_token("x"),
+            note: None,
+            created_by: "cli".into(),
+            created_at: t(0),
+            expires_at: None,
+            client_key: None,
+            redeemed_by: None,
+            redeemed_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            changed_at: t(0),
+        }
+    }
+
+    #[test]
+    fn redeem_rules_in_order() {
+        let now = t(1);
+        assert_eq!(redeemable(&token(), "a", now).unwrap(), Redeemable::Yes);
+
+        let mine = AccessTokenRow {
+            redeemed_by: Some("a".into()),
+            ..token()
+        };
+        assert_eq!(redeemable(&mine, "a", now).unwrap(), Redeemable::AlreadyMine);
+        assert!(matches!(
+            redeemable(&mine, "b", now),
+            Err(RedeemError::RedeemedByOther)
+        ));
+
+        let bound = AccessTokenRow {
+            client_key: Some("a".into()),
+            ..token()
+        };
+        assert_eq!(redeemable(&bound, "a", now).unwrap(), Redeemable::Yes);
+        assert!(matches!(
+            redeemable(&bound, "b", now),
+            Err(RedeemError::BoundToOther)
+        ));
+
+        let expired = AccessTokenRow {
+            expires_at: Some(now),
+            ..token()
+        };
+        assert!(matches!(
+            redeemable(&expired, "a", now),
+            Err(RedeemError::Expired)
+        ));
+        // the same site redeeming again after expiry still gets its grant back
+        let expired_mine = AccessTokenRow {
+            redeemed_by: Some("a".into()),
+            ..expired.clone()
+        };
+        assert_eq!(
+            redeemable(&expired_mine, "a", now).unwrap(),
+            Redeemable::AlreadyMine
+        );
+
+        // revoked beats everything, even this site's own redemption
+        let revoked = AccessTokenRow {
+            revoked_at: Some(t(0)),
+            ..mine
+        };
+        assert!(matches!(
+            redeemable(&revoked, "a", now),
+            Err(RedeemError::Revoked)
+        ));
+    }
+
+    #[test]
+    fn errors_map_to_the_contract_statuses() {
+        use actix_web::ResponseError;
+        let status = |e: ApiError| e.status_code().as_u16();
+        assert_eq!(status(RedeemError::Unknown.into()), 400);
+        assert_eq!(status(RedeemError::Expired.into()), 400);
+        assert_eq!(status(RedeemError::Revoked.into()), 400);
+        assert_eq!(status(RedeemError::Missing.into()), 400);
+        assert_eq!(status(RedeemError::RedeemedByOther.into()), 409);
+        assert_eq!(status(RedeemError::BoundToOther.into()), 409);
+        assert_eq!(status(GrantError::UnknownClient("x".into()).into()), 404);
+        assert_eq!(status(GrantError::UnknownGrant("x".into()).into()), 404);
+        assert_eq!(status(invalid("days", "bad").into()), 400);
+        let msg = ApiError::from(invalid("days", "must be between 1 and 365")).to_string();
+        assert!(msg.starts_with("days:"), "{msg}");
+    }
+
+    #[test]
+    fn tokens_are_random_url_safe_and_stored_hashed() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let h = hash_token(&a);
+        assert_eq!(h.len(), 64);
+        assert!(!h.contains(&a));
+    }
+
+    #[test]
+    fn free_text_is_trimmed_and_bounded() {
+        assert_eq!(text("reason", Some("  ")).unwrap(), None);
+        assert_eq!(text("reason", Some(" ok ")).unwrap(), Some("ok"));
+        let long = "x".repeat(MAX_TEXT + 1);
+        assert!(text("reason", Some(&long)).is_err());
+    }
+}

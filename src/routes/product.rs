@@ -1,0 +1,102 @@
+//! The shipped example routes behind the guard (contract §4, "Protected by the middleware"):
+//! `GET /panel`, `GET /api/whoami`, `POST /api/access-tokens/redeem`.
+//!
+//! The guard wraps each *route* rather than a scope so that a wrong method still answers 405
+//! and an unknown path 404 (contract §8) before any token is asked for. The handlers take the
+//! guard's extractors, so a route that lost its guard fails closed (500), never open.
+
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::connect::jwt::QshPolicy;
+use crate::error::ApiError;
+use crate::guard::{self, Licensed, Verified};
+use crate::registry::grants as vendor_grants;
+use crate::registry::vendor::GrantItem;
+use crate::startup::SharedState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/panel")
+            .route(web::get().to(panel).wrap(guard::licensed_page()))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/whoami")
+            .route(web::get().to(whoami).wrap(guard::licensed_api()))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/access-tokens/redeem")
+            .route(
+                web::post()
+                    .to(redeem)
+                    .wrap(guard::verified(QshPolicy::RequestOrContext)),
+            )
+            .default_service(web::to(super::method_not_allowed)),
+    );
+}
+
+/// The iframe page of a licensed site. Nothing from the request is echoed into the HTML.
+async fn panel(licensed: Licensed) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(PANEL_PAGE.replace("{source}", licensed.source.as_str()))
+}
+
+const PANEL_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Connect Keeper</title>
+<script src="https://connect-cdn.atl-paas.net/all.js" async></script>
+</head>
+<body>
+<h1>Connect Keeper</h1>
+<p>This site is licensed (<code>{source}</code>).</p>
+</body>
+</html>
+"#;
+
+async fn whoami(licensed: Licensed) -> HttpResponse {
+    let v = &licensed.verified;
+    HttpResponse::Ok().json(json!({
+        "client_key": v.client_key(),
+        "account_id": v.account_id,
+        "licensed": true,
+        "license_source": licensed.source.as_str(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct RedeemBody {
+    token: Option<serde_json::Value>,
+}
+
+/// Binds an access token to the calling site (contract §6); answers the grant.
+async fn redeem(
+    verified: Verified,
+    state: SharedState,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let parsed: RedeemBody = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the body must be a JSON object"))?;
+    let token = match parsed.token {
+        Some(serde_json::Value::String(t)) => t,
+        None | Some(serde_json::Value::Null) => {
+            return Err(ApiError::invalid_field("token", "is required"));
+        }
+        Some(_) => return Err(ApiError::invalid_field("token", "must be a string")),
+    };
+    let grant = vendor_grants::redeem_access_token(
+        state.get_ref(),
+        &token,
+        verified.client_key(),
+        "site",
+        crate::store::now(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(GrantItem::from(&grant)))
+}

@@ -1,0 +1,459 @@
+//! What the request path knows about tenants, without asking the database.
+//!
+//! * [`TenantCache`]: each tenant's row and grant facts, loaded once and kept until something
+//!   changes. This process drops a tenant at once after its own changes (lifecycle callbacks,
+//!   grants, tokens); a background poller ([`spawn_background`]) drops the tenants that another
+//!   process (the CLI, another instance) changed, so their changes apply within
+//!   `config.cache_refresh` plus one query — well inside the contract's 5 seconds.
+//! * The cache holds facts, never decisions: grants and trials end by time passing, so
+//!   activity is evaluated per request with that request's `now`
+//!   ([`crate::licensing::GrantFacts::active_at`]).
+//! * [`SeenWriter`]: the last request time and the last `lic` seen per tenant go through a
+//!   bounded channel to a background task that coalesces them per tenant and writes them
+//!   every second, so recording them never slows a request down (contract §4).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::domain::Status;
+use crate::licensing::{self, DataSource, GrantFacts, LicenseData};
+use crate::startup::AppState;
+use crate::store::installations::InstallationRow;
+use crate::store::{self, Db, grants, installations};
+
+/// Longest `iss` looked up at all: client keys are UUIDs or `jira:<digits>`; anything longer
+/// is not a tenant, and refusing it early keeps junk out of the cache.
+pub const MAX_CLIENT_KEY_LEN: usize = 256;
+
+/// How far back each poll looks beyond the previous one: covers commits that finished after
+/// the previous poll but carry an earlier `changed_at`, and clock skew between instances.
+const POLL_OVERLAP: Duration = Duration::from_secs(5);
+
+/// How often the [`SeenWriter`] task writes what it has gathered.
+const SEEN_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Messages the request path may queue before new ones are dropped (they only say "seen").
+const SEEN_QUEUE: usize = 4096;
+
+/// One tenant as the request path sees it.
+pub struct TenantSnapshot {
+    /// The row as loaded; holds the shared secret (its `Debug` hides it). Its `lic_*` fields
+    /// are as loaded — [`TenantSnapshot::known_license`] also knows what this process saw since.
+    pub row: InstallationRow,
+    /// Facts of every grant, revoked and ended ones included (activity is a matter of `now`).
+    pub grants: Vec<GrantFacts>,
+    pub status: Option<Status>,
+    client_key: Arc<str>,
+    /// The newer of the product's license endpoint and the Marketplace data of the row.
+    reported: Option<LicenseData>,
+    lic: LicCell,
+    /// Unix second of the last [`Seen`] queued, so a busy tenant queues one per second.
+    seen_queued_at: AtomicI64,
+}
+
+impl std::fmt::Debug for TenantSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantSnapshot")
+            .field("row", &self.row)
+            .field("grants", &self.grants)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantSnapshot {
+    pub fn new(row: InstallationRow, grants: Vec<GrantFacts>) -> TenantSnapshot {
+        let [lic, host, marketplace] = licensing::observations(&row);
+        TenantSnapshot {
+            status: Status::parse(&row.status),
+            client_key: Arc::from(row.client_key.as_str()),
+            reported: newest([host, marketplace]),
+            lic: LicCell::new(lic),
+            seen_queued_at: AtomicI64::new(0),
+            grants,
+            row,
+        }
+    }
+
+    pub fn client_key(&self) -> &Arc<str> {
+        &self.client_key
+    }
+
+    /// The shared secret; `None` once uninstalled.
+    pub fn shared_secret(&self) -> Option<&str> {
+        self.row
+            .shared_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The tenant's last known license: the newest of the last `lic` seen (by this process
+    /// since the load, or before it as stored), the product's license endpoint and the
+    /// Marketplace — as [`licensing::known_license`] computes from a row.
+    pub fn known_license(&self) -> Option<LicenseData> {
+        newest([self.lic.load(), self.reported])
+    }
+
+    /// Notes a `lic` bound by a verified token; true when it differs from the last one known.
+    pub fn observe_lic(&self, active: bool, at: DateTime<Utc>) -> bool {
+        self.lic.store(active, at)
+    }
+
+    /// True at most once per second: whether this request should queue a [`Seen`].
+    fn seen_due(&self, now: DateTime<Utc>) -> bool {
+        let second = now.timestamp();
+        self.seen_queued_at.swap(second, Ordering::Relaxed) != second
+    }
+}
+
+fn newest<const N: usize>(items: [Option<LicenseData>; N]) -> Option<LicenseData> {
+    // The same order as `licensing::known_license`: latest first, then by source.
+    items
+        .into_iter()
+        .flatten()
+        .max_by_key(|d| (d.at, d.source as u8))
+}
+
+/// The last `lic` known for a tenant, updated lock-free by requests. The two atomics may be
+/// read mid-update by another request; the worst outcome is a timestamp a request too old.
+struct LicCell {
+    /// 0 unknown, 1 active, 2 anything else.
+    state: AtomicU8,
+    at_micros: AtomicI64,
+}
+
+impl LicCell {
+    fn new(from_row: Option<LicenseData>) -> LicCell {
+        let cell = LicCell {
+            state: AtomicU8::new(0),
+            at_micros: AtomicI64::new(0),
+        };
+        if let Some(d) = from_row {
+            cell.store(d.active, d.at);
+        }
+        cell
+    }
+
+    fn store(&self, active: bool, at: DateTime<Utc>) -> bool {
+        self.at_micros.store(at.timestamp_micros(), Ordering::Relaxed);
+        let state = if active { 1 } else { 2 };
+        self.state.swap(state, Ordering::Relaxed) != state
+    }
+
+    fn load(&self) -> Option<LicenseData> {
+        let active = match self.state.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => return None,
+        };
+        Some(LicenseData {
+            source: DataSource::Lic,
+            at: DateTime::from_timestamp_micros(self.at_micros.load(Ordering::Relaxed))?,
+            active,
+            evaluation: false,
+        })
+    }
+}
+
+/// The per-process tenant cache. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct TenantCache {
+    inner: Arc<CacheInner>,
+}
+
+struct CacheInner {
+    db: Db,
+    /// `None` remembers an unknown `iss` too, so junk tokens do not each cost a query; the
+    /// cache's admission policy (TinyLFU) keeps a flood of them from evicting real tenants.
+    entries: moka::future::Cache<String, Option<Arc<TenantSnapshot>>>,
+    /// Bumped by every invalidation. A load that started before a bump may have read data
+    /// older than the change, so it is used once but not cached.
+    generation: AtomicU64,
+}
+
+impl TenantCache {
+    pub fn new(db: Db) -> TenantCache {
+        TenantCache {
+            inner: Arc::new(CacheInner {
+                db,
+                entries: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    // A safety net only: every change this code knows of invalidates at
+                    // once or through the poller.
+                    .time_to_live(Duration::from_secs(600))
+                    .build(),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The tenant with this client key, from memory when possible. `Ok(None)` for an
+    /// unknown tenant; `Err` only when the database could not be asked.
+    pub async fn get(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantSnapshot>>> {
+        if client_key.is_empty() || client_key.len() > MAX_CLIENT_KEY_LEN {
+            return Ok(None);
+        }
+        if let Some(hit) = self.inner.entries.get(client_key).await {
+            return Ok(hit);
+        }
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let loaded = load(&self.inner.db, client_key).await?.map(Arc::new);
+        if self.inner.generation.load(Ordering::Acquire) == generation {
+            self.inner
+                .entries
+                .insert(client_key.to_owned(), loaded.clone())
+                .await;
+        }
+        Ok(loaded)
+    }
+
+    /// Drops one tenant; the next request for it reads the database again.
+    pub async fn invalidate(&self, client_key: &str) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.entries.invalidate(client_key).await;
+    }
+
+    /// Drops every tenant (after a bulk change such as a Marketplace sync).
+    pub fn invalidate_all(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.entries.invalidate_all();
+    }
+}
+
+async fn load(db: &Db, client_key: &str) -> sqlx::Result<Option<TenantSnapshot>> {
+    let Some(row) = installations::get(db, client_key).await? else {
+        return Ok(None);
+    };
+    let facts = grants::for_client(db, client_key)
+        .await?
+        .iter()
+        .filter_map(grants::GrantRow::facts)
+        .collect();
+    Ok(Some(TenantSnapshot::new(row, facts)))
+}
+
+/// What one verified request tells the registry.
+#[derive(Debug, Clone)]
+struct Seen {
+    client_key: Arc<str>,
+    at: DateTime<Utc>,
+    /// `Some(active)` when the token bound a `lic`.
+    lic: Option<bool>,
+    /// The `lic` differs from the last one known: the license view must be recomputed.
+    lic_changed: bool,
+}
+
+/// The request side of the "last seen" writer: queues without waiting, drops when full.
+pub struct SeenWriter {
+    tx: mpsc::Sender<Seen>,
+    /// Taken by [`spawn_background`]; until then messages wait in the queue.
+    rx: Mutex<Option<mpsc::Receiver<Seen>>>,
+}
+
+impl Default for SeenWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SeenWriter {
+    pub fn new() -> SeenWriter {
+        let (tx, rx) = mpsc::channel(SEEN_QUEUE);
+        SeenWriter {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Records a verified request of `tenant` at `now`, with the `lic` its token bound.
+    /// Never blocks and never fails the request: at worst a "seen" is lost.
+    pub fn saw(&self, tenant: &TenantSnapshot, lic: Option<bool>, now: DateTime<Utc>) {
+        let lic_changed = lic.is_some_and(|active| tenant.observe_lic(active, now));
+        if lic_changed || tenant.seen_due(now) {
+            let _ = self.tx.try_send(Seen {
+                client_key: tenant.client_key.clone(),
+                at: now,
+                lic,
+                lic_changed,
+            });
+        }
+    }
+}
+
+/// Starts the tasks behind [`TenantCache`] and [`SeenWriter`]: the poller of changes made by
+/// other processes, and the "seen" writer. Call once per [`AppState`] (a second call starts a
+/// second poller and no second writer). Each task ends when the database pool is closed; the
+/// poller also when the cache is dropped.
+pub fn spawn_background(state: &AppState) {
+    let weak = Arc::downgrade(&state.tenants.inner);
+    tokio::spawn(poll_changes(
+        weak.clone(),
+        state.db.clone(),
+        state.config.cache_refresh,
+    ));
+    let rx = state.seen.rx.lock().ok().and_then(|mut rx| rx.take());
+    if let Some(rx) = rx {
+        tokio::spawn(write_seen(rx, state.db.clone(), weak));
+    }
+}
+
+fn is_closed(db: &Db) -> bool {
+    crate::on_db!(db, |p| p.is_closed())
+}
+
+async fn poll_changes(cache: Weak<CacheInner>, db: Db, every: Duration) {
+    let overlap = chrono::Duration::from_std(POLL_OVERLAP).unwrap_or_default();
+    let mut since = store::now();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = cache.upgrade() else { return };
+        if is_closed(&db) {
+            return;
+        }
+        let started = store::now();
+        match installations::changed_since(&db, since - overlap).await {
+            Ok(keys) => {
+                let cache = TenantCache { inner };
+                for key in keys {
+                    cache.invalidate(&key).await;
+                }
+                since = started;
+            }
+            Err(e) => tracing::warn!(error = %e, "polling for tenant changes failed; will retry"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    last_at: Option<DateTime<Utc>>,
+    lic: Option<(bool, DateTime<Utc>)>,
+    lic_changed: bool,
+}
+
+async fn write_seen(mut rx: mpsc::Receiver<Seen>, db: Db, cache: Weak<CacheInner>) {
+    let mut pending: HashMap<Arc<str>, Pending> = HashMap::new();
+    let mut tick = tokio::time::interval(SEEN_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(seen) => {
+                    let p = pending.entry(seen.client_key).or_default();
+                    p.last_at = p.last_at.max(Some(seen.at));
+                    if let Some(active) = seen.lic {
+                        p.lic = Some((active, seen.at));
+                    }
+                    p.lic_changed |= seen.lic_changed;
+                }
+                None => {
+                    flush(&db, &cache, std::mem::take(&mut pending)).await;
+                    return;
+                }
+            },
+            _ = tick.tick() => {
+                if is_closed(&db) {
+                    return;
+                }
+                flush(&db, &cache, std::mem::take(&mut pending)).await;
+            }
+        }
+    }
+}
+
+async fn flush(db: &Db, cache: &Weak<CacheInner>, pending: HashMap<Arc<str>, Pending>) {
+    for (key, p) in pending {
+        if let Err(e) = flush_one(db, &key, &p).await {
+            tracing::warn!(client_key = %key, error = %e, "recording last seen failed");
+            continue;
+        }
+        if p.lic_changed {
+            if let Err(e) = crate::registry::license_view::refresh(db, &key).await {
+                tracing::warn!(client_key = %key, error = %e, "license view refresh failed");
+            }
+            // A reload that raced with this write may hold the older `lic`: drop it.
+            if let Some(inner) = cache.upgrade() {
+                TenantCache { inner }.invalidate(&key).await;
+            }
+        }
+    }
+}
+
+async fn flush_one(db: &Db, key: &str, p: &Pending) -> sqlx::Result<()> {
+    let lic_at = match p.lic {
+        Some((active, at)) => {
+            let lic = if active { "active" } else { "none" };
+            installations::record_seen(db, key, at, Some(lic)).await?;
+            Some(at)
+        }
+        None => None,
+    };
+    match p.last_at {
+        Some(last) if Some(last) > lic_at => installations::record_seen(db, key, last, None).await,
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn row() -> InstallationRow {
+        installations::tests_support::blank_row("ck")
+    }
+
+    #[test]
+    fn known_license_is_the_newest_of_lic_and_reported_data() {
+        let mut r = row();
+        r.host_license_active = Some(false);
+        r.host_checked_at = Some(t(10));
+        r.lic_last_seen = Some("active".into());
+        r.lic_seen_at = Some(t(5));
+        let snap = TenantSnapshot::new(r.clone(), vec![]);
+        assert_eq!(snap.known_license(), licensing::known_license(&r));
+        assert!(!snap.known_license().unwrap().active, "host data is newer");
+
+        // A lic seen by this process after the load is newer than the host data and wins;
+        // it is the same value as the row's, so it is no change for the license view.
+        assert!(!snap.observe_lic(true, t(20)));
+        let k = snap.known_license().unwrap();
+        assert!(k.active);
+        assert_eq!(k.source, DataSource::Lic);
+        assert!(snap.observe_lic(false, t(22)), "a different value is a change");
+        assert!(!snap.known_license().unwrap().active);
+
+        // With nothing known, the first lic seen is a change.
+        let fresh = TenantSnapshot::new(row(), vec![]);
+        assert_eq!(fresh.known_license(), None);
+        assert!(fresh.observe_lic(true, t(1)));
+    }
+
+    #[test]
+    fn seen_is_due_once_per_second() {
+        let snap = TenantSnapshot::new(row(), vec![]);
+        assert!(snap.seen_due(t(1)));
+        assert!(!snap.seen_due(t(1)));
+        assert!(snap.seen_due(t(2)));
+    }
+
+    #[test]
+    fn an_uninstalled_row_has_no_secret() {
+        let mut r = row();
+        r.shared_secret = None;
+        r.status = "uninstalled".into();
+        let snap = TenantSnapshot::new(r, vec![]);
+        assert_eq!(snap.shared_secret(), None);
+        assert_eq!(snap.status, Some(Status::Uninstalled));
+    }
+}

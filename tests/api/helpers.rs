@@ -145,6 +145,7 @@ impl TestApp {
             .as_str()
             .trim_end_matches('/')
             .to_owned();
+        let product = MockServer::start().await;
         let app = Application::build(config)
             .await
             .expect("application builds");

@@ -139,6 +139,12 @@ fn vm_hwm_kib() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "connect_keeper=info".into()),
+        )
+        .init();
     let dir = tempfile::tempdir()?;
     let mut pg_cleanup: Option<(String, String)> = None;
     let database_url = match a.backend.as_str() {

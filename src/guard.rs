@@ -23,7 +23,10 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 
-use crate::connect::jwt::{self, JwtError, QshPolicy, TokenKind};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::connect::jwt::{self, Claims, JwtError, QshPolicy, TokenKind};
 use crate::connect::qsh;
 use crate::domain::Status;
 use crate::error::{ErrorBody, json_error};
@@ -51,6 +54,8 @@ pub struct Rules<'a> {
 #[derive(Debug, Clone)]
 pub struct Presented {
     token: String,
+    /// Decoded once here and trusted only after [`authorize`] checked the signature.
+    claims: Claims,
     /// The unverified `iss`: only used to choose the tenant whose secret must verify it.
     pub iss: String,
 }
@@ -63,8 +68,8 @@ pub fn present(req: &RequestParts<'_>) -> Result<Presented, Refusal> {
     if header.alg != "HS256" {
         return Err(JwtError::Algorithm(header.alg.chars().filter(char::is_ascii_graphic).take(20).collect()).into());
     }
-    let iss = claims.iss.ok_or(JwtError::MissingClaim("iss"))?;
-    Ok(Presented { token, iss })
+    let iss = claims.iss.clone().ok_or(JwtError::MissingClaim("iss"))?;
+    Ok(Presented { token, claims, iss })
 }
 
 /// A verified request.
@@ -136,10 +141,11 @@ pub fn authorize(
     if tenant.status == Some(Status::Uninstalled) || tenant.status.is_none() {
         return Err(Refusal::Uninstalled);
     }
-    let secret = tenant.shared_secret().ok_or(Refusal::Uninstalled)?;
-    let claims = jwt::verify_hs256(&presented.token, secret.as_bytes())?;
-    jwt::check_times(&claims, now.timestamp(), rules.leeway_secs)?;
-    let token_kind = jwt::check_qsh_with(&claims, rules.policy, || {
+    let key = tenant.hs256_key().ok_or(Refusal::Uninstalled)?;
+    verify_signature(&presented.token, key)?;
+    let claims = &presented.claims;
+    jwt::check_times(claims, now.timestamp(), rules.leeway_secs)?;
+    let token_kind = jwt::check_qsh_with(claims, rules.policy, || {
         qsh::qsh(req.method, req.path, req.query, rules.base_path)
     })?;
     if tenant.status == Some(Status::Disabled) {
@@ -157,12 +163,28 @@ pub fn authorize(
         now,
     );
     Ok(Verified {
-        account_id: claims.sub,
+        account_id: claims.sub.clone(),
         tenant,
         token_kind,
         lic,
         decision,
     })
+}
+
+/// The HS256 signature over `header.claims`, with the tenant's key made once at cache load.
+///
+/// Same check as [`jwt::verify_hs256`] (the algorithm pinned, constant-time comparison inside
+/// the HMAC verifier), without decoding the token twice more and building the key per request:
+/// [`present`] already decoded it and refused every `alg` but HS256. On the hot path that
+/// halves the cost of verification (see `benches/verify.rs`).
+fn verify_signature(token: &str, key: &DecodingKey) -> Result<(), JwtError> {
+    let (message, signature) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
+    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::HS256) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(JwtError::BadSignature),
+        Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => Err(JwtError::Malformed),
+        Err(_) => Err(JwtError::BadSignature),
+    }
 }
 
 /// The `lic` of a query the token covers: `Some(true)` only when every `lic` value says
@@ -412,8 +434,8 @@ h1 { font-size: 20px; }
 <body>
 <h1>This app needs a license</h1>
 <p>This site does not have a valid license for this app, or its trial has ended.</p>
-<p>A site administrator can start a free trial or buy a subscription on the Atlassian
-Marketplace: <em>Apps &rarr; Manage apps</em>, then choose this app.</p>
+<p>A site administrator can start a free trial or buy a subscription on the
+Atlassian Marketplace: <em>Apps &rarr; Manage apps</em>, then choose this app.</p>
 <p>If you think this is a mistake, ask your administrator to contact the app's vendor.</p>
 </body>
 </html>
@@ -632,6 +654,42 @@ mod tests {
         );
         let parts = RequestParts { method: "GET", path: "/panel", query: "", authorization: Some(&format!("JWT {rs}")) };
         assert_eq!(present(&parts).unwrap_err(), Refusal::Token(JwtError::Algorithm("RS256".into())));
+    }
+
+    #[test]
+    fn tampered_tokens_are_refused() {
+        let good = token("context-qsh", 60, SECRET);
+        let (head, rest) = good.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let t = now().timestamp();
+        let forged_claims = base64_url(
+            &json!({"iss": "client-1", "sub": "admin", "qsh": "context-qsh", "iat": t, "exp": t + 9999})
+                .to_string(),
+        );
+        let enabled = || Some(tenant("enabled", vec![]));
+        let policy = QshPolicy::RequestOrContext;
+        let forged = format!("{head}.{forged_claims}.{sig}");
+        assert_eq!(
+            run(None, Some(&forged), "/api/whoami", "", enabled(), policy).unwrap_err(),
+            Refusal::Token(JwtError::BadSignature)
+        );
+        for bad_sig in ["", "***", "AAAA"] {
+            let (message, _) = good.rsplit_once('.').unwrap();
+            let t = format!("{message}.{bad_sig}");
+            assert!(matches!(
+                run(None, Some(&t), "/api/whoami", "", enabled(), policy).unwrap_err(),
+                Refusal::Token(JwtError::BadSignature | JwtError::Malformed)
+            ));
+        }
+        // A tenant with an empty secret verifies nothing, not even a token "signed" with it.
+        let mut row = blank_row("client-1");
+        row.shared_secret = Some(String::new());
+        let empty = Some(Arc::new(TenantSnapshot::new(row, vec![])));
+        let t = token("context-qsh", 60, "");
+        assert_eq!(
+            run(None, Some(&t), "/api/whoami", "", empty, policy).unwrap_err(),
+            Refusal::Uninstalled
+        );
     }
 
     #[test]

@@ -248,6 +248,7 @@ impl Run<'_> {
         let db = &self.state.db;
         let base = &self.state.config.marketplace_url;
         // Only the lease holder stages, so anything left there is from a run that died.
+        let started = std::time::Instant::now();
         store::clear_staging(db).await?;
         let mut url = first_page_url(base, &self.creds.vendor_id, &self.state.app_key);
         let mut seen = HashSet::from([url.clone()]);
@@ -261,7 +262,9 @@ impl Run<'_> {
                 self.renew().await?;
                 renewed = std::time::Instant::now();
             }
+            let tf = std::time::Instant::now();
             let page = self.fetch_page(&url, page_no).await?;
+            eprintln!("TIMING fetch_us={}", tf.elapsed().as_micros());
             fetched += page.licenses.len() as u64;
             self.stage(page.licenses).await?;
             let Some(next) = page.links.and_then(|l| l.next) else {
@@ -273,16 +276,27 @@ impl Run<'_> {
             }
         }
         self.renew().await?;
+        let staged = started.elapsed();
         let finished_at = db_store::now();
         let swapped = store::swap(db, &self.run_id, finished_at).await?;
+        let swap_done = started.elapsed();
         if let Err(e) = store::discard(db, &self.run_id).await {
             tracing::warn!(error = %e, "could not remove the run's staged rows");
         }
-        for key in store::changed_at(db, finished_at).await? {
-            if let Err(e) = crate::registry::license_view::refresh(db, &key).await {
+        let changed = store::changed_at(db, finished_at).await?;
+        for key in &changed {
+            if let Err(e) = crate::registry::license_view::refresh(db, key).await {
                 tracing::error!(client_key = %key, error = %e, "refreshing the license view failed");
             }
         }
+        tracing::info!(
+            pages = seen.len(),
+            staged_ms = staged.as_millis() as u64,
+            swap_ms = (swap_done - staged).as_millis() as u64,
+            changed_installations = changed.len(),
+            total_ms = started.elapsed().as_millis() as u64,
+            "Marketplace sync phases"
+        );
         Ok(SyncSummary {
             fetched,
             matched: swapped.matched,
@@ -355,12 +369,15 @@ impl Run<'_> {
     async fn stage(&self, licenses: Vec<Value>) -> Result<(), SyncError> {
         let mut rows: Vec<StagedLicense> = licenses.iter().map(parse_license).collect();
         drop(licenses);
+        let t0 = std::time::Instant::now();
         let candidates = store::candidates(&self.state.db, &join_values(&rows)).await?;
+        let t1 = t0.elapsed();
         for row in &mut rows {
             row.client_key = join(row, &candidates).map(|(c, _)| c.client_key.clone());
         }
         let rows = dedup_page(rows);
         store::stage_page(&self.state.db, &self.run_id, db_store::now(), &rows).await?;
+        eprintln!("TIMING cand_us={} insert_us={}", t1.as_micros(), (t0.elapsed() - t1).as_micros());
         Ok(())
     }
 }

@@ -54,6 +54,8 @@ pub struct TenantSnapshot {
     lic: LicCell,
     /// Unix second of the last [`Seen`] queued, so a busy tenant queues one per second.
     seen_queued_at: AtomicI64,
+    /// The HMAC key of the shared secret, made once rather than per request.
+    hs256_key: Option<jsonwebtoken::DecodingKey>,
 }
 
 impl std::fmt::Debug for TenantSnapshot {
@@ -68,7 +70,13 @@ impl std::fmt::Debug for TenantSnapshot {
 impl TenantSnapshot {
     pub fn new(row: InstallationRow, grants: Vec<GrantFacts>) -> TenantSnapshot {
         let [lic, host, marketplace] = licensing::observations(&row);
+        let hs256_key = row
+            .shared_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| jsonwebtoken::DecodingKey::from_secret(s.as_bytes()).ok());
         TenantSnapshot {
+            hs256_key,
             status: Status::parse(&row.status),
             client_key: Arc::from(row.client_key.as_str()),
             reported: newest([host, marketplace]),
@@ -89,6 +97,11 @@ impl TenantSnapshot {
             .shared_secret
             .as_deref()
             .filter(|s| !s.is_empty())
+    }
+
+    /// The HS256 key of the shared secret; `None` once uninstalled.
+    pub fn hs256_key(&self) -> Option<&jsonwebtoken::DecodingKey> {
+        self.hs256_key.as_ref()
     }
 
     /// The tenant's last known license: the newest of the last `lic` seen (by this process

@@ -91,6 +91,22 @@ pub struct After {
     pub client_key: String,
 }
 
+/// Which dialect a statement is built for (only the `q` filter differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn of(db: &Db) -> Backend {
+        match db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
 /// A bind value; the SQL is built at run time, so values travel beside it.
 #[derive(Clone, Debug)]
 enum Arg {
@@ -116,7 +132,7 @@ impl Sql {
         list.join(", ")
     }
 
-    fn filter(filter: &Filter) -> Sql {
+    fn filter(filter: &Filter, backend: Backend) -> Sql {
         let mut sql = Sql::default();
         if !filter.statuses.is_empty() {
             let p = sql.placeholders(filter.statuses.iter().map(|s| s.as_str().to_owned()));
@@ -131,12 +147,19 @@ impl Sql {
             sql.conditions.push(format!("product_type IN ({p})"));
         }
         if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
+            // Case-insensitive: SQLite's LIKE already is (for ASCII), PostgreSQL needs ILIKE.
+            // Not LOWER(col) LIKE …: that costs a function call per row and column, and the
+            // substring search is a full scan either way (~3x slower at 100k rows).
+            let like = match backend {
+                Backend::Sqlite => "LIKE",
+                Backend::Postgres => "ILIKE",
+            };
             let p = sql.arg(Arg::Text(like_pattern(q)));
             sql.conditions.push(format!(
-                "(LOWER(base_url) LIKE {p} ESCAPE '\\'
-                  OR LOWER(COALESCE(mp_company, '')) LIKE {p} ESCAPE '\\'
-                  OR LOWER(COALESCE(mp_technical_contact, '')) LIKE {p} ESCAPE '\\'
-                  OR LOWER(COALESCE(mp_billing_contact, '')) LIKE {p} ESCAPE '\\')"
+                "(base_url {like} {p} ESCAPE '\\'
+                  OR mp_company {like} {p} ESCAPE '\\'
+                  OR mp_technical_contact {like} {p} ESCAPE '\\'
+                  OR mp_billing_contact {like} {p} ESCAPE '\\')"
             ));
         }
         if let Some(t) = filter.trial_ends_before {
@@ -155,11 +178,11 @@ impl Sql {
     }
 }
 
-/// `%q%`, lower-cased, with LIKE's wildcards in `q` taken literally.
+/// `%q%`, with LIKE's wildcards in `q` taken literally.
 fn like_pattern(q: &str) -> String {
     let mut out = String::with_capacity(q.len() + 2);
     out.push('%');
-    for c in q.to_lowercase().chars() {
+    for c in q.chars() {
         if matches!(c, '%' | '_' | '\\') {
             out.push('\\');
         }
@@ -207,7 +230,7 @@ async fn range(
     after: Option<&After>,
     limit: u32,
 ) -> sqlx::Result<Vec<InstallationRow>> {
-    let mut sql = Sql::filter(filter);
+    let mut sql = Sql::filter(filter, Backend::of(db));
     if let Some(after) = after {
         let v = match &after.value {
             KeyValue::Time(t) => sql.arg(Arg::Time(*t)),
@@ -244,7 +267,7 @@ async fn trial_end_page(
             client_key,
         }) => Some(client_key.clone()),
         _ => {
-            let mut sql = Sql::filter(filter);
+            let mut sql = Sql::filter(filter, Backend::of(db));
             sql.conditions
                 .push("effective_trial_end IS NOT NULL".to_owned());
             if let Some(After {
@@ -268,7 +291,7 @@ async fn trial_end_page(
             None
         }
     };
-    let mut sql = Sql::filter(filter);
+    let mut sql = Sql::filter(filter, Backend::of(db));
     sql.conditions.push("effective_trial_end IS NULL".to_owned());
     if let Some(k) = null_after {
         let k = sql.arg(Arg::Text(k));
@@ -285,7 +308,7 @@ async fn trial_end_page(
 
 /// How many rows match `filter` (the `total` of a list answer).
 pub async fn count(db: &Db, filter: &Filter) -> sqlx::Result<i64> {
-    let sql = Sql::filter(filter);
+    let sql = Sql::filter(filter, Backend::of(db));
     let text = format!("SELECT COUNT(*) FROM installations {}", sql.where_clause());
     crate::on_db!(db, |p| {
         let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text.as_str()));
@@ -512,7 +535,7 @@ mod tests {
 
     #[test]
     fn like_pattern_escapes_wildcards() {
-        assert_eq!(like_pattern("Acme"), "%acme%");
+        assert_eq!(like_pattern("Acme"), "%Acme%");
         assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
     }
 
@@ -525,15 +548,17 @@ mod tests {
             q: Some("x".into()),
             trial_ends_before: Some(Utc::now()),
         };
-        let sql = Sql::filter(&f);
+        let sql = Sql::filter(&f, Backend::Postgres);
         let w = sql.where_clause();
         assert!(w.contains("status IN ($1, $2)"), "{w}");
         assert!(w.contains("license_state IN ($3)"), "{w}");
         assert!(w.contains("product_type IN ($4)"), "{w}");
-        assert!(w.contains("LIKE $5"), "{w}");
+        assert!(w.contains("ILIKE $5"), "{w}");
         assert!(w.contains("effective_trial_end < $6"), "{w}");
         assert_eq!(sql.args.len(), 6);
-        assert_eq!(Sql::filter(&Filter::default()).where_clause(), "");
+        assert_eq!(Sql::filter(&Filter::default(), Backend::Sqlite).where_clause(), "");
+        let sqlite = Sql::filter(&f, Backend::Sqlite).where_clause();
+        assert!(sqlite.contains(" LIKE $5") && !sqlite.contains("ILIKE"), "{sqlite}");
     }
 
     #[test]

@@ -177,7 +177,11 @@ async fn main() -> anyhow::Result<()> {
         ("MARKETPLACE_USER", "bench@example.test"),
         ("MARKETPLACE_API_TOKEN", "bench-token"),
     ];
-    let config = Config::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))?;
+    let config = Config::from_lookup(|k| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })?;
     // AppState only: no background workers, nothing but the sync touches the database.
     let state = AppState::new(config).await?;
     Mock::given(wiremock::matchers::method("GET"))

@@ -67,7 +67,10 @@ impl Trigger {
     /// Asks for an immediate read of this tenant's license and cloudId.
     pub fn installed(&self, client_key: &str) {
         if self.tx.try_send(client_key.to_owned()).is_err() {
-            tracing::warn!(client_key, "host license queue full; the periodic poll will read it");
+            tracing::warn!(
+                client_key,
+                "host license queue full; the periodic poll will read it"
+            );
         }
     }
 
@@ -412,8 +415,14 @@ mod tests {
 
     #[test]
     fn poll_period_is_bounded() {
-        assert_eq!(poll_period(Duration::from_secs(30)), Duration::from_secs(15));
-        assert_eq!(poll_period(Duration::from_millis(50)), Duration::from_millis(25));
+        assert_eq!(
+            poll_period(Duration::from_secs(30)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            poll_period(Duration::from_millis(50)),
+            Duration::from_millis(25)
+        );
         assert_eq!(poll_period(Duration::ZERO), Duration::from_millis(10));
     }
 

@@ -9,9 +9,9 @@ CREATE INDEX installations_host_license_entitlement_number ON installations (hos
 CREATE INDEX installations_service_entitlement_number ON installations (service_entitlement_number);
 CREATE INDEX installations_host_license_sen ON installations (host_license_sen);
 
--- Rows of a Marketplace sync in progress. A run writes its pages here (each page in its own
--- short transaction, so lifecycle callbacks are never blocked for long) and only when every
--- page has arrived swaps them into marketplace_licenses and installations.mp_* in one
+-- Rows of a Marketplace sync in progress. A run writes its pages here (a few pages per short
+-- transaction, so lifecycle callbacks are never blocked for long) and only when every page
+-- has arrived swaps them into marketplace_licenses and installations.mp_* in one
 -- transaction. A failed run deletes its rows; the live tables are never touched by it.
 CREATE TABLE marketplace_licenses_staging (
     run_id                 TEXT NOT NULL,

@@ -691,7 +691,9 @@ struct CursorBody {
 
 pub fn encode_cursor(sort: Sort, after: &After) -> String {
     let v = match &after.value {
-        KeyValue::Time(t) => Some(t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        // Full precision: the next page starts strictly after this exact value, so a rounded
+        // one could return the same row again.
+        KeyValue::Time(t) => Some(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         KeyValue::Text(s) => Some(s.clone()),
         KeyValue::Null => None,
     };
@@ -1075,7 +1077,8 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_are_bound_to_their_sort() {
-        let t = crate::store::now();
+        // nanoseconds included: a rounded cursor would repeat the row it ends on
+        let t = Utc::now();
         for (sort, value) in [
             (Sort::InstalledAt, KeyValue::Time(t)),
             (Sort::InstalledAtDesc, KeyValue::Time(t)),

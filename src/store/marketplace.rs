@@ -1,8 +1,8 @@
 //! SQL of the Marketplace license sync ([`crate::marketplace`]): `marketplace_licenses`, the
 //! staging table of a run, and the `mp_*` columns of `installations`.
 //!
-//! A run stages every page in `marketplace_licenses_staging` (one short transaction per
-//! page, so lifecycle writes are never held up behind a slow Marketplace), then [`swap`]s in
+//! A run stages every page in `marketplace_licenses_staging` (one short transaction per few
+//! pages, so lifecycle writes are never held up behind a slow Marketplace), then [`swap`]s in
 //! one transaction. A failed run only ever wrote staging rows, which [`discard`] removes: the
 //! live tables keep what the last good run left.
 
@@ -142,7 +142,12 @@ pub async fn candidates(db: &Db, v: &JoinValues) -> sqlx::Result<Vec<Candidate>>
         &v.entitlement_numbers,
         &["entitlement_number", "host_license_entitlement_number"],
     );
-    list(&mut binds, &mut clauses, &v.sens, &["service_entitlement_number", "host_license_sen"]);
+    list(
+        &mut binds,
+        &mut clauses,
+        &v.sens,
+        &["service_entitlement_number", "host_license_sen"],
+    );
     list(&mut binds, &mut clauses, &v.hosts, &["base_host"]);
     if clauses.is_empty() {
         return Ok(Vec::new());
@@ -185,10 +190,12 @@ pub async fn discard(db: &Db, run_id: &str) -> sqlx::Result<()> {
     })
 }
 
-/// Stages one page (rows with distinct `license_key`s) in one statement. A license seen
-/// again in the same run (pages shift while they are read) keeps the row with the higher
-/// `rank_key`.
-pub async fn stage_page(
+/// Rows per INSERT statement: 31 binds each stays far below SQLite's 32,766 variables.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Stages rows with distinct `license_key`s, in one transaction. A license seen again in
+/// the same run (pages shift while they are read) keeps the row with the higher `rank_key`.
+pub async fn stage_rows(
     db: &Db,
     run_id: &str,
     synced_at: DateTime<Utc>,
@@ -197,13 +204,60 @@ pub async fn stage_page(
     if rows.is_empty() {
         return Ok(());
     }
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = stage_sql(chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for r in chunk {
+                q = q
+                    .bind(run_id)
+                    .bind(synced_at)
+                    .bind(&r.license_key)
+                    .bind(&r.addon_key)
+                    .bind(&r.addon_license_id)
+                    .bind(&r.app_entitlement_id)
+                    .bind(&r.app_entitlement_number)
+                    .bind(&r.license_id)
+                    .bind(&r.host_license_id)
+                    .bind(&r.cloud_id)
+                    .bind(&r.cloud_site_hostname)
+                    .bind(&r.hosting)
+                    .bind(&r.license_type)
+                    .bind(&r.tier)
+                    .bind(r.user_count)
+                    .bind(&r.status)
+                    .bind(r.maintenance_start)
+                    .bind(r.maintenance_end)
+                    .bind(r.evaluation_start)
+                    .bind(r.evaluation_end)
+                    .bind(&r.company)
+                    .bind(&r.country)
+                    .bind(&r.region)
+                    .bind(&r.technical_contact)
+                    .bind(&r.billing_contact)
+                    .bind(r.last_updated)
+                    .bind(&r.client_key)
+                    .bind(&r.raw)
+                    .bind(r.trial_start)
+                    .bind(r.trial_end)
+                    .bind(&r.rank_key);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    })
+}
+
+/// The upsert of `n` staged rows (placeholders only; every value is bound).
+fn stage_sql(n: usize) -> String {
     let columns: Vec<&str> = ["run_id", "synced_at"]
         .into_iter()
         .chain(LICENSE_COLUMNS)
         .chain(STAGING_EXTRA)
         .collect();
     let width = columns.len();
-    let values = (0..rows.len())
+    let values = (0..n)
         .map(|r| {
             let ph = (1..=width)
                 .map(|c| format!("${}", r * width + c))
@@ -219,50 +273,12 @@ pub async fn stage_page(
         .map(|c| format!("{c} = excluded.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
+    format!(
         "INSERT INTO marketplace_licenses_staging ({}) VALUES {values}
          ON CONFLICT (run_id, license_key) DO UPDATE SET {updates}
          WHERE excluded.rank_key > marketplace_licenses_staging.rank_key",
         columns.join(", ")
-    );
-    crate::on_db!(db, |p| {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-        for r in rows {
-            q = q
-                .bind(run_id)
-                .bind(synced_at)
-                .bind(&r.license_key)
-                .bind(&r.addon_key)
-                .bind(&r.addon_license_id)
-                .bind(&r.app_entitlement_id)
-                .bind(&r.app_entitlement_number)
-                .bind(&r.license_id)
-                .bind(&r.host_license_id)
-                .bind(&r.cloud_id)
-                .bind(&r.cloud_site_hostname)
-                .bind(&r.hosting)
-                .bind(&r.license_type)
-                .bind(&r.tier)
-                .bind(r.user_count)
-                .bind(&r.status)
-                .bind(r.maintenance_start)
-                .bind(r.maintenance_end)
-                .bind(r.evaluation_start)
-                .bind(r.evaluation_end)
-                .bind(&r.company)
-                .bind(&r.country)
-                .bind(&r.region)
-                .bind(&r.technical_contact)
-                .bind(&r.billing_contact)
-                .bind(r.last_updated)
-                .bind(&r.client_key)
-                .bind(&r.raw)
-                .bind(r.trial_start)
-                .bind(r.trial_end)
-                .bind(&r.rank_key);
-        }
-        q.execute(p).await.map(|_| ())
-    })
+    )
 }
 
 /// `installations.mp_*` ← the winning staged row (alias `w`).
@@ -321,7 +337,9 @@ pub async fn swap(db: &Db, run_id: &str, now: DateTime<Utc>) -> sqlx::Result<Swa
     // Null-safe equality written out: `IS NOT DISTINCT FROM` is not in older SQLite.
     let unchanged = MP_FROM_WINNER
         .iter()
-        .map(|(c, w)| format!("(installations.{c} = {w} OR (installations.{c} IS NULL AND {w} IS NULL))"))
+        .map(|(c, w)| {
+            format!("(installations.{c} = {w} OR (installations.{c} IS NULL AND {w} IS NULL))")
+        })
         .collect::<Vec<_>>()
         .join(" AND ");
     let update = format!(
@@ -363,10 +381,12 @@ pub async fn swap(db: &Db, run_id: &str, now: DateTime<Utc>) -> sqlx::Result<Swa
 /// Installations whose license data a swap at `at` changed (their `changed_at` is `at`).
 pub async fn changed_at(db: &Db, at: DateTime<Utc>) -> sqlx::Result<Vec<String>> {
     crate::on_db!(db, |p| {
-        sqlx::query_scalar::<_, String>("SELECT client_key FROM installations WHERE changed_at = $1")
-            .bind(at)
-            .fetch_all(p)
-            .await
+        sqlx::query_scalar::<_, String>(
+            "SELECT client_key FROM installations WHERE changed_at = $1",
+        )
+        .bind(at)
+        .fetch_all(p)
+        .await
     })
 }
 

@@ -334,6 +334,7 @@ both_backends! {
                 };
                 let page = admin_json(&app, &q).await;
                 paged.extend(keys_of(&page));
+                assert!(paged.len() <= all.len(), "sort={sort}: rows repeat: {paged:?}");
                 match page["next_cursor"].as_str() {
                     Some(c) => cursor = Some(c.to_owned()),
                     None => break,

@@ -20,8 +20,8 @@ use wiremock::matchers::{basic_auth, method, path, query_param, query_param_is_m
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    APP_KEY, Backend, KID, RSA_PUBLIC, TestDb, eventually, installed_payload, merge, qsh as app_qsh,
-    sign_rs256,
+    APP_KEY, Backend, KID, RSA_PUBLIC, TestDb, eventually, installed_payload, merge,
+    qsh as app_qsh, sign_rs256,
 };
 
 const VENDOR: &str = "1234567";
@@ -73,8 +73,14 @@ impl LicApp {
         config.host_retry_base = Duration::from_millis(50);
         config.marketplace_timeout = Duration::from_millis(400);
         config.marketplace_retry_base = Duration::from_millis(10);
-        let app_base_url = config.app_base_url.as_str().trim_end_matches('/').to_owned();
-        let app = Application::build(config).await.expect("application builds");
+        let app_base_url = config
+            .app_base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let app = Application::build(config)
+            .await
+            .expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
         let server = tokio::spawn(async move {
@@ -122,7 +128,12 @@ impl LicApp {
         let client_key = body["clientKey"].as_str().expect("clientKey");
         let token = sign_rs256(&self.claims(client_key, "/installed"));
         let res = self.post("/installed", &token, body).await;
-        assert_eq!(res.status(), 204, "install: {}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            204,
+            "install: {}",
+            res.text().await.unwrap_or_default()
+        );
     }
 
     async fn uninstall(&self, body: &Value) {
@@ -158,7 +169,10 @@ impl LicApp {
             self.row(client_key).await.host_checked_at.is_some()
         })
         .await;
-        assert!(ok, "the product's license endpoint was not read within 10 s");
+        assert!(
+            ok,
+            "the product's license endpoint was not read within 10 s"
+        );
         self.row(client_key).await
     }
 }
@@ -205,7 +219,9 @@ fn paid_license() -> Value {
 async fn product(prefix: &str, license: Option<Value>, cloud_id: Option<&str>) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .and(path(format!("{prefix}/rest/atlassian-connect/1/addons/{APP_KEY}")))
+        .and(path(format!(
+            "{prefix}/rest/atlassian-connect/1/addons/{APP_KEY}"
+        )))
         .respond_with(ResponseTemplate::new(200).set_body_json(addon_response(APP_KEY, license)))
         .mount(&server)
         .await;
@@ -442,7 +458,8 @@ fn page(licenses: Vec<Value>, next_offset: Option<usize>) -> Value {
         "export": [{"href": format!("{}/export?accept=json&{q}", licenses_path()), "type": "application/json"}]
     });
     if let Some(o) = next_offset {
-        links["next"] = json!({"href": format!("{}?{q}&hosting=cloud&offset={o}&limit=50", licenses_path())});
+        links["next"] =
+            json!({"href": format!("{}?{q}&hosting=cloud&offset={o}&limit=50", licenses_path())});
     }
     json!({"_links": links, "licenses": licenses})
 }
@@ -478,7 +495,12 @@ async fn snapshot(app: &LicApp, keys: &[&str]) -> (Vec<String>, Vec<Value>) {
         .await
         .unwrap()
         .into_iter()
-        .map(|l| format!("{}|{:?}|{:?}|{:?}", l.license_key, l.client_key, l.last_updated, l.synced_at))
+        .map(|l| {
+            format!(
+                "{}|{:?}|{:?}|{:?}",
+                l.license_key, l.client_key, l.last_updated, l.synced_at
+            )
+        })
         .collect();
     let mut rows = Vec::new();
     for k in keys {

@@ -30,7 +30,12 @@ const SECRET: &str = "load-test-shared-secret-0123456789abcdef";
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["keys", port_file] => keys(port_file).await,
         ["install", app_url, database_url] => install(app_url, database_url).await,
         _ => bail!("usage: load_setup keys PORT_FILE | load_setup install APP_URL DATABASE_URL"),

@@ -68,6 +68,10 @@ async fn stats(licensed: Licensed) -> HttpResponse {
 }
 
 async fn issue_updated(verified: Verified, body: web::Bytes) -> HttpResponse {
-    tracing::info!(client_key = verified.client_key(), bytes = body.len(), "issue updated");
+    tracing::info!(
+        client_key = verified.client_key(),
+        bytes = body.len(),
+        "issue updated"
+    );
     HttpResponse::NoContent().finish()
 }

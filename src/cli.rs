@@ -248,7 +248,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                 ItemFormat::Text => println!(
                     "Marketplace sync finished at {}: {} license rows fetched, {} matched to an \
                      installation, {} unmatched",
-                    summary.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    summary
+                        .finished_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     summary.fetched,
                     summary.matched,
                     summary.unmatched
@@ -259,8 +261,8 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Dev(DevCommand::Seed { count }) => {
             let db = open(&config).await?;
             let started = std::time::Instant::now();
-            let n = crate::store::listing::seed::installations(&db, count, crate::store::now())
-                .await?;
+            let n =
+                crate::store::listing::seed::installations(&db, count, crate::store::now()).await?;
             println!("seeded {n} installations in {:.1?}", started.elapsed());
             Ok(())
         }
@@ -374,7 +376,11 @@ fn print_grant(out: &mut impl Write, g: &vendor::Grant, format: ItemFormat) -> a
                 .ends_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_else(|| "no end".to_owned());
-            writeln!(out, "{} grant {} for {} until {until}", g.kind, g.id, g.client_key)?;
+            writeln!(
+                out,
+                "{} grant {} for {} until {until}",
+                g.kind, g.id, g.client_key
+            )?;
         }
     }
     Ok(())
@@ -714,7 +720,10 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
         ("uninstalled_at", short_time(i.uninstalled_at)),
         ("last_seen_at", short_time(i.last_seen_at)),
         ("cloud_id", i.cloud_id.clone().unwrap_or_default()),
-        ("entitlement", i.entitlement_number.clone().unwrap_or_default()),
+        (
+            "entitlement",
+            i.entitlement_number.clone().unwrap_or_default(),
+        ),
         (
             "license",
             format!(
@@ -729,10 +738,16 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
             "user_count",
             l.user_count.map(|n| n.to_string()).unwrap_or_default(),
         ),
-        ("trial", format!("{} → {}", day(l.trial_start), day(l.trial_end))),
+        (
+            "trial",
+            format!("{} → {}", day(l.trial_start), day(l.trial_end)),
+        ),
         ("effective_trial_end", short_time(l.effective_trial_end)),
         ("lic_last_seen", l.lic_last_seen.clone().unwrap_or_default()),
-        ("marketplace_status", l.marketplace_status.clone().unwrap_or_default()),
+        (
+            "marketplace_status",
+            l.marketplace_status.clone().unwrap_or_default(),
+        ),
         ("synced_at", short_time(l.synced_at)),
     ];
     if let Some(c) = &i.customer {
@@ -779,7 +794,11 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
             ]
         })
         .collect();
-    write_table(out, &["ID", "KIND", "STARTS", "ENDS", "REVOKED", "REASON"], &rows)?;
+    write_table(
+        out,
+        &["ID", "KIND", "STARTS", "ENDS", "REVOKED", "REASON"],
+        &rows,
+    )?;
     writeln!(out, "\nevents:")?;
     let rows: Vec<Vec<String>> = d
         .events
@@ -822,8 +841,17 @@ fn day(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 
 /// Left-aligned columns two spaces apart; empty cells show `-`.
 pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
-    let cell = |s: &str| if s.is_empty() { "-".to_owned() } else { s.replace(['\n', '\r', '\t'], " ") };
-    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()).collect();
+    let cell = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.replace(['\n', '\r', '\t'], " ")
+        }
+    };
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -887,7 +915,10 @@ mod tests {
         write_table(
             &mut out,
             &["ID", "NAME"],
-            &[vec!["1".into(), "alpha".into()], vec!["22222".into(), String::new()]],
+            &[
+                vec!["1".into(), "alpha".into()],
+                vec!["22222".into(), String::new()],
+            ],
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -902,14 +933,54 @@ mod tests {
             vec!["connect-keeper", "admin-token", "create", "--name", "ops"],
             vec!["connect-keeper", "admin-token", "list", "--format", "json"],
             vec!["connect-keeper", "admin-token", "revoke", "ID"],
-            vec!["connect-keeper", "installations", "list", "--status", "enabled", "--license", "trial", "--format", "csv"],
-            vec!["connect-keeper", "installations", "list", "--sort", "-installed_at"],
+            vec![
+                "connect-keeper",
+                "installations",
+                "list",
+                "--status",
+                "enabled",
+                "--license",
+                "trial",
+                "--format",
+                "csv",
+            ],
+            vec![
+                "connect-keeper",
+                "installations",
+                "list",
+                "--sort",
+                "-installed_at",
+            ],
             vec!["connect-keeper", "installations", "show", "CK"],
             vec!["connect-keeper", "sync", "marketplace"],
-            vec!["connect-keeper", "trial", "extend", "CK", "--days", "5", "--reason", "why"],
-            vec!["connect-keeper", "grant", "free", "CK", "--until", "2030-01-01T00:00:00Z"],
+            vec![
+                "connect-keeper",
+                "trial",
+                "extend",
+                "CK",
+                "--days",
+                "5",
+                "--reason",
+                "why",
+            ],
+            vec![
+                "connect-keeper",
+                "grant",
+                "free",
+                "CK",
+                "--until",
+                "2030-01-01T00:00:00Z",
+            ],
             vec!["connect-keeper", "grant", "revoke", "G"],
-            vec!["connect-keeper", "access-token", "create", "--client-key", "K", "--note", "n"],
+            vec![
+                "connect-keeper",
+                "access-token",
+                "create",
+                "--client-key",
+                "K",
+                "--note",
+                "n",
+            ],
             vec!["connect-keeper", "access-token", "list", "--format", "csv"],
             vec!["connect-keeper", "access-token", "revoke", "T"],
         ] {

@@ -66,7 +66,15 @@ pub fn present(req: &RequestParts<'_>) -> Result<Presented, Refusal> {
     let token = jwt::extract_token(req.authorization, req.query)?.ok_or(JwtError::Missing)?;
     let (header, claims) = jwt::peek(&token)?;
     if header.alg != "HS256" {
-        return Err(JwtError::Algorithm(header.alg.chars().filter(char::is_ascii_graphic).take(20).collect()).into());
+        return Err(JwtError::Algorithm(
+            header
+                .alg
+                .chars()
+                .filter(char::is_ascii_graphic)
+                .take(20)
+                .collect(),
+        )
+        .into());
     }
     let iss = claims.iss.clone().ok_or(JwtError::MissingClaim("iss"))?;
     Ok(Presented { token, claims, iss })
@@ -305,7 +313,10 @@ where
                         });
                     }
                     req.extensions_mut().insert(verified);
-                    service.call(req).await.map(ServiceResponse::map_into_left_body)
+                    service
+                        .call(req)
+                        .await
+                        .map(ServiceResponse::map_into_left_body)
                 }
                 Err(res) => Ok(req.into_response(res).map_into_right_body()),
             }
@@ -561,30 +572,65 @@ mod tests {
     #[test]
     fn a_bound_lic_decides_for_query_bound_tokens() {
         let t = bound("/panel", "lic=active&xdm_e=x");
-        let v = run(Some(&t), None, "/panel", "lic=active&xdm_e=x", Some(tenant("enabled", vec![])), QshPolicy::RequestOnly)
-            .expect("verified");
+        let v = run(
+            Some(&t),
+            None,
+            "/panel",
+            "lic=active&xdm_e=x",
+            Some(tenant("enabled", vec![])),
+            QshPolicy::RequestOnly,
+        )
+        .expect("verified");
         assert_eq!(v.token_kind, TokenKind::QueryBound);
         assert_eq!(v.lic, Some(true));
-        assert_eq!(v.decision, Decision { licensed: true, source: Some(Source::Lic) });
+        assert_eq!(
+            v.decision,
+            Decision {
+                licensed: true,
+                source: Some(Source::Lic)
+            }
+        );
         assert_eq!(v.account_id.as_deref(), Some("acc-1"));
 
         let t = bound("/panel", "lic=none");
-        let v = run(Some(&t), None, "/panel", "lic=none", Some(tenant("installed", vec![])), QshPolicy::RequestOnly)
-            .expect("verified");
+        let v = run(
+            Some(&t),
+            None,
+            "/panel",
+            "lic=none",
+            Some(tenant("installed", vec![])),
+            QshPolicy::RequestOnly,
+        )
+        .expect("verified");
         assert!(!v.decision.licensed);
     }
 
     #[test]
     fn a_context_token_ignores_the_query_lic() {
         let t = token("context-qsh", 60, SECRET);
-        let v = run(None, Some(&t), "/api/whoami", "lic=active", Some(tenant("enabled", vec![])), QshPolicy::RequestOrContext)
-            .expect("verified");
+        let v = run(
+            None,
+            Some(&t),
+            "/api/whoami",
+            "lic=active",
+            Some(tenant("enabled", vec![])),
+            QshPolicy::RequestOrContext,
+        )
+        .expect("verified");
         assert_eq!(v.token_kind, TokenKind::Context);
         assert_eq!(v.lic, None);
         assert!(!v.decision.licensed, "no grant, no known license");
 
         // ...and is refused where only bound tokens are accepted.
-        let err = run(None, Some(&t), "/panel", "", Some(tenant("enabled", vec![])), QshPolicy::RequestOnly).unwrap_err();
+        let err = run(
+            None,
+            Some(&t),
+            "/panel",
+            "",
+            Some(tenant("enabled", vec![])),
+            QshPolicy::RequestOnly,
+        )
+        .unwrap_err();
         assert_eq!(err, Refusal::Token(JwtError::ContextTokenNotAllowed));
     }
 
@@ -597,15 +643,29 @@ mod tests {
             revoked_at: None,
         };
         let t = token("context-qsh", 60, SECRET);
-        let v = run(None, Some(&t), "/api/whoami", "", Some(tenant("enabled", vec![active.clone()])), QshPolicy::RequestOrContext)
-            .unwrap();
+        let v = run(
+            None,
+            Some(&t),
+            "/api/whoami",
+            "",
+            Some(tenant("enabled", vec![active.clone()])),
+            QshPolicy::RequestOrContext,
+        )
+        .unwrap();
         assert_eq!(v.decision.source, Some(Source::Grant));
         let ended = GrantFacts {
             ends_at: Some(now()),
             ..active
         };
-        let v = run(None, Some(&t), "/api/whoami", "", Some(tenant("enabled", vec![ended])), QshPolicy::RequestOrContext)
-            .unwrap();
+        let v = run(
+            None,
+            Some(&t),
+            "/api/whoami",
+            "",
+            Some(tenant("enabled", vec![ended])),
+            QshPolicy::RequestOrContext,
+        )
+        .unwrap();
         assert!(!v.decision.licensed);
     }
 
@@ -614,13 +674,32 @@ mod tests {
         let ok = bound("/panel", "");
         let enabled = || Some(tenant("enabled", vec![]));
         let policy = QshPolicy::RequestOnly;
-        assert_eq!(run(Some(&ok), None, "/panel", "", None, policy).unwrap_err(), Refusal::UnknownIssuer);
         assert_eq!(
-            run(Some(&ok), None, "/panel", "", Some(tenant("uninstalled", vec![])), policy).unwrap_err(),
+            run(Some(&ok), None, "/panel", "", None, policy).unwrap_err(),
+            Refusal::UnknownIssuer
+        );
+        assert_eq!(
+            run(
+                Some(&ok),
+                None,
+                "/panel",
+                "",
+                Some(tenant("uninstalled", vec![])),
+                policy
+            )
+            .unwrap_err(),
             Refusal::Uninstalled
         );
         assert_eq!(
-            run(Some(&ok), None, "/panel", "", Some(tenant("disabled", vec![])), policy).unwrap_err(),
+            run(
+                Some(&ok),
+                None,
+                "/panel",
+                "",
+                Some(tenant("disabled", vec![])),
+                policy
+            )
+            .unwrap_err(),
             Refusal::Disabled
         );
         let wrong_secret = token(&qsh::qsh("GET", "/panel", "", ""), 60, "other");
@@ -631,7 +710,15 @@ mod tests {
         // A disabled tenant with a bad signature is a 401, not a 403: nothing is revealed
         // before the signature is checked.
         assert_eq!(
-            run(Some(&wrong_secret), None, "/panel", "", Some(tenant("disabled", vec![])), policy).unwrap_err(),
+            run(
+                Some(&wrong_secret),
+                None,
+                "/panel",
+                "",
+                Some(tenant("disabled", vec![])),
+                policy
+            )
+            .unwrap_err(),
             Refusal::Token(JwtError::BadSignature)
         );
         assert_eq!(
@@ -645,15 +732,31 @@ mod tests {
             run(Some(&beyond), None, "/panel", "", enabled(), policy).unwrap_err(),
             Refusal::Token(JwtError::Expired)
         );
-        let parts = RequestParts { method: "GET", path: "/panel", query: "", authorization: None };
-        assert_eq!(present(&parts).unwrap_err(), Refusal::Token(JwtError::Missing));
+        let parts = RequestParts {
+            method: "GET",
+            path: "/panel",
+            query: "",
+            authorization: None,
+        };
+        assert_eq!(
+            present(&parts).unwrap_err(),
+            Refusal::Token(JwtError::Missing)
+        );
         let rs = format!(
             "{}.{}.sig",
             base64_url(r#"{"alg":"RS256"}"#),
             base64_url(r#"{"iss":"client-1"}"#)
         );
-        let parts = RequestParts { method: "GET", path: "/panel", query: "", authorization: Some(&format!("JWT {rs}")) };
-        assert_eq!(present(&parts).unwrap_err(), Refusal::Token(JwtError::Algorithm("RS256".into())));
+        let parts = RequestParts {
+            method: "GET",
+            path: "/panel",
+            query: "",
+            authorization: Some(&format!("JWT {rs}")),
+        };
+        assert_eq!(
+            present(&parts).unwrap_err(),
+            Refusal::Token(JwtError::Algorithm("RS256".into()))
+        );
     }
 
     #[test]
@@ -697,10 +800,28 @@ mod tests {
         let t = token(&qsh::qsh("GET", "/panel", "a=1", ""), 60, SECRET);
         for path in ["/panel", "/acme/panel"] {
             let q = format!("a=1&jwt={t}");
-            let parts = RequestParts { method: "GET", path, query: &q, authorization: None };
+            let parts = RequestParts {
+                method: "GET",
+                path,
+                query: &q,
+                authorization: None,
+            };
             let presented = present(&parts).unwrap();
-            let r = Rules { base_path: "/acme", ..rules(QshPolicy::RequestOnly) };
-            assert!(authorize(&presented, Some(tenant("enabled", vec![])), &parts, &r, now()).is_ok(), "{path}");
+            let r = Rules {
+                base_path: "/acme",
+                ..rules(QshPolicy::RequestOnly)
+            };
+            assert!(
+                authorize(
+                    &presented,
+                    Some(tenant("enabled", vec![])),
+                    &parts,
+                    &r,
+                    now()
+                )
+                .is_ok(),
+                "{path}"
+            );
         }
     }
 
@@ -708,10 +829,25 @@ mod tests {
     fn enforcement_off_licenses_everyone_verified() {
         let t = bound("/panel", "lic=none");
         let q = format!("lic=none&jwt={t}");
-        let parts = RequestParts { method: "GET", path: "/panel", query: &q, authorization: None };
+        let parts = RequestParts {
+            method: "GET",
+            path: "/panel",
+            query: &q,
+            authorization: None,
+        };
         let presented = present(&parts).unwrap();
-        let r = Rules { enforcement: false, ..rules(QshPolicy::RequestOnly) };
-        let v = authorize(&presented, Some(tenant("enabled", vec![])), &parts, &r, now()).unwrap();
+        let r = Rules {
+            enforcement: false,
+            ..rules(QshPolicy::RequestOnly)
+        };
+        let v = authorize(
+            &presented,
+            Some(tenant("enabled", vec![])),
+            &parts,
+            &r,
+            now(),
+        )
+        .unwrap();
         assert_eq!(v.decision.source, Some(Source::EnforcementOff));
     }
 

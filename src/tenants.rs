@@ -93,10 +93,7 @@ impl TenantSnapshot {
 
     /// The shared secret; `None` once uninstalled.
     pub fn shared_secret(&self) -> Option<&str> {
-        self.row
-            .shared_secret
-            .as_deref()
-            .filter(|s| !s.is_empty())
+        self.row.shared_secret.as_deref().filter(|s| !s.is_empty())
     }
 
     /// The HS256 key of the shared secret; `None` once uninstalled.
@@ -152,7 +149,8 @@ impl LicCell {
     }
 
     fn store(&self, active: bool, at: DateTime<Utc>) -> bool {
-        self.at_micros.store(at.timestamp_micros(), Ordering::Relaxed);
+        self.at_micros
+            .store(at.timestamp_micros(), Ordering::Relaxed);
         let state = if active { 1 } else { 2 };
         self.state.swap(state, Ordering::Relaxed) != state
     }
@@ -443,7 +441,10 @@ mod tests {
         let k = snap.known_license().unwrap();
         assert!(k.active);
         assert_eq!(k.source, DataSource::Lic);
-        assert!(snap.observe_lic(false, t(22)), "a different value is a change");
+        assert!(
+            snap.observe_lic(false, t(22)),
+            "a different value is a change"
+        );
         assert!(!snap.known_license().unwrap().active);
 
         // With nothing known, the first lic seen is a change.

@@ -76,9 +76,9 @@ pub enum GrantError {
 impl From<GrantError> for ApiError {
     fn from(e: GrantError) -> Self {
         match e {
-            GrantError::UnknownClient(_) | GrantError::UnknownGrant(_) | GrantError::UnknownToken(_) => {
-                ApiError::not_found(e.to_string())
-            }
+            GrantError::UnknownClient(_)
+            | GrantError::UnknownGrant(_)
+            | GrantError::UnknownToken(_) => ApiError::not_found(e.to_string()),
             GrantError::Invalid { field, message } => ApiError::invalid_field(field, message),
             GrantError::Database(e) => ApiError::from(e),
         }
@@ -137,7 +137,10 @@ pub async fn extend_trial(
 ) -> Result<GrantRow, GrantError> {
     tracing::Span::current().record("client_key", client_key);
     if !(1..=MAX_TRIAL_DAYS).contains(&days) {
-        return Err(invalid("days", format!("must be between 1 and {MAX_TRIAL_DAYS}")));
+        return Err(invalid(
+            "days",
+            format!("must be between 1 and {MAX_TRIAL_DAYS}"),
+        ));
     }
     let reason = text("reason", reason)?;
     let db = to.db();
@@ -306,7 +309,9 @@ pub async fn redeem_access_token(
                 return Err(RedeemError::Database(sqlx::Error::RowNotFound));
             }
             Redeemable::Yes => {
-                if let Some(grant) = access_tokens::claim(db, &row.id, client_key, actor, now).await? {
+                if let Some(grant) =
+                    access_tokens::claim(db, &row.id, client_key, actor, now).await?
+                {
                     tracing::info!(token_id = %row.id, "access token redeemed");
                     changed(to, client_key).await;
                     return Ok(grant);
@@ -401,9 +406,10 @@ fn invalid(field: &'static str, message: impl Into<String>) -> GrantError {
 /// Trims free text; empty means none; over [`MAX_TEXT`] characters is refused.
 fn text<'a>(field: &'static str, value: Option<&'a str>) -> Result<Option<&'a str>, GrantError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
-        Some(v) if v.chars().count() > MAX_TEXT => {
-            Err(invalid(field, format!("must be at most {MAX_TEXT} characters")))
-        }
+        Some(v) if v.chars().count() > MAX_TEXT => Err(invalid(
+            field,
+            format!("must be at most {MAX_TEXT} characters"),
+        )),
         other => Ok(other),
     }
 }
@@ -456,7 +462,10 @@ mod tests {
             redeemed_by: Some("a".into()),
             ..token()
         };
-        assert_eq!(redeemable(&mine, "a", now).unwrap(), Redeemable::AlreadyMine);
+        assert_eq!(
+            redeemable(&mine, "a", now).unwrap(),
+            Redeemable::AlreadyMine
+        );
         assert!(matches!(
             redeemable(&mine, "b", now),
             Err(RedeemError::RedeemedByOther)
@@ -524,7 +533,10 @@ mod tests {
         let b = new_token();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         let h = hash_token(&a);
         assert_eq!(h.len(), 64);
         assert!(!h.contains(&a));

@@ -3,5 +3,5 @@
 
 pub mod grants;
 pub mod license_view;
-pub mod vendor;
 pub mod lifecycle;
+pub mod vendor;

@@ -345,8 +345,7 @@ impl CreatedAccessToken {
 /// `{APP_BASE_URL}/atlassian-connect.json?access-token=T`: the served descriptor carries the
 /// token into its `installed` URL, so a site installing from here redeems it.
 pub fn install_url(app_base_url: &url::Url, token: &str) -> String {
-    let token: String =
-        url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let token: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
     format!(
         "{}/atlassian-connect.json?access-token={token}",
         app_base_url.as_str().trim_end_matches('/')
@@ -538,7 +537,9 @@ pub fn parse_statuses(raw: &str) -> Result<Vec<Status>, ApiError> {
             Status::parse(v).ok_or_else(|| {
                 ApiError::invalid_field(
                     "status",
-                    format!("unknown value {v:?}; expected installed, enabled, disabled or uninstalled"),
+                    format!(
+                        "unknown value {v:?}; expected installed, enabled, disabled or uninstalled"
+                    ),
                 )
             })
         })
@@ -569,7 +570,10 @@ pub fn parse_products(raw: &str) -> Result<Vec<String>, ApiError> {
                 .ok_or_else(|| {
                     ApiError::invalid_field(
                         "product",
-                        format!("unknown value {v:?}; expected one of {}", PRODUCTS.join(", ")),
+                        format!(
+                            "unknown value {v:?}; expected one of {}",
+                            PRODUCTS.join(", ")
+                        ),
                     )
                 })
         })
@@ -580,7 +584,9 @@ pub fn parse_sort(raw: &str) -> Result<Sort, ApiError> {
     Sort::parse(raw.trim()).ok_or_else(|| {
         ApiError::invalid_field(
             "sort",
-            format!("unknown value {raw:?}; expected installed_at, -installed_at, trial_end or base_url"),
+            format!(
+                "unknown value {raw:?}; expected installed_at, -installed_at, trial_end or base_url"
+            ),
         )
     })
 }
@@ -627,7 +633,10 @@ pub fn parse_rfc3339(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> 
 pub fn parse_list_query(query: &str, accepts_csv: bool) -> Result<ListRequest, ApiError> {
     let mut multi: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        multi.entry(k.into_owned()).or_default().push(v.into_owned());
+        multi
+            .entry(k.into_owned())
+            .or_default()
+            .push(v.into_owned());
     }
     let joined = |k: &str| multi.get(k).map(|vs| vs.join(","));
     let last = |k: &str| multi.get(k).and_then(|vs| vs.last().cloned());
@@ -802,9 +811,9 @@ pub fn all_matching(
 
 /// One installation with its history and audit trail; 404 when unknown.
 pub async fn detail(db: &Db, client_key: &str) -> Result<InstallationDetail, ApiError> {
-    let row = installations::get(db, client_key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no installation with client_key {client_key:?}")))?;
+    let row = installations::get(db, client_key).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no installation with client_key {client_key:?}"))
+    })?;
     let grants = grants::for_client(db, client_key).await?;
     let events = events::for_client(db, client_key).await?;
     let audit = audit::for_client(db, client_key).await?;
@@ -971,9 +980,12 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
 fn csv_bytes(records: impl IntoIterator<Item = Vec<String>>) -> Result<Bytes, ApiError> {
     let mut w = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
     for r in records {
-        w.write_record(&r).map_err(|e| ApiError::Internal(e.into()))?;
+        w.write_record(&r)
+            .map_err(|e| ApiError::Internal(e.into()))?;
     }
-    let buf = w.into_inner().map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let buf = w
+        .into_inner()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
     Ok(Bytes::from(buf))
 }
 
@@ -1008,7 +1020,10 @@ pub async fn create_admin_token(
 ) -> Result<CreatedAdminToken, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid_field("name", "must be 1 to 100 characters"));
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 characters",
+        ));
     }
     let (row, token) = admin_tokens::create(db, name, now).await?;
     audit::record(
@@ -1084,7 +1099,10 @@ mod tests {
             (Sort::InstalledAtDesc, KeyValue::Time(t)),
             (Sort::TrialEnd, KeyValue::Time(t)),
             (Sort::TrialEnd, KeyValue::Null),
-            (Sort::BaseUrl, KeyValue::Text("https://a.example/wiki".into())),
+            (
+                Sort::BaseUrl,
+                KeyValue::Text("https://a.example/wiki".into()),
+            ),
         ] {
             let after = After {
                 value,
@@ -1149,7 +1167,10 @@ mod tests {
         assert_eq!(r.limit, 500);
         assert_eq!(r.format, Format::Csv);
         assert_eq!(parse_list_query("", true).unwrap().format, Format::Csv);
-        assert_eq!(parse_list_query("format=json", true).unwrap().format, Format::Json);
+        assert_eq!(
+            parse_list_query("format=json", true).unwrap().format,
+            Format::Json
+        );
         assert_eq!(parse_list_query("", false).unwrap().limit, DEFAULT_LIMIT);
     }
 
@@ -1174,7 +1195,10 @@ mod tests {
         assert_eq!(v["license"]["evaluation"], true);
         assert_eq!(v["license"]["user_count"], 25);
         assert_eq!(v["customer"]["company"], "Acme");
-        assert_eq!(v["customer"]["technical_contact"]["email"], "ada@acme.example");
+        assert_eq!(
+            v["customer"]["technical_contact"]["email"],
+            "ada@acme.example"
+        );
         assert_eq!(v["customer"]["billing_contact"], Value::Null);
         let rec = csv_record(&Installation::from_row(&row, &[]), Utc::now());
         assert_eq!(rec.len(), CSV_HEADER.len());

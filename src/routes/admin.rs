@@ -42,9 +42,14 @@ impl FromRequest for AdminActor {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // Missing means the handler is mounted outside the admin scope: a bug, not a 401.
-        ready(req.extensions().get::<AdminActor>().cloned().ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("AdminActor used outside the admin scope"))
-        }))
+        ready(
+            req.extensions()
+                .get::<AdminActor>()
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("AdminActor used outside the admin scope"))
+                }),
+        )
     }
 }
 
@@ -106,7 +111,9 @@ async fn require_admin(
                 .and_then(|v| v.to_str().ok());
             authorize(&state.db, state.config.admin_token.as_ref(), header).await
         }
-        None => Err(ApiError::Internal(anyhow::anyhow!("AppState is not registered"))),
+        None => Err(ApiError::Internal(anyhow::anyhow!(
+            "AppState is not registered"
+        ))),
     };
     match outcome {
         Ok(actor) => {
@@ -169,7 +176,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(revoke_access_token))
                     .default_service(na()),
             )
-            .service(resource("/summary").route(get().to(summary)).default_service(na()))
+            .service(
+                resource("/summary")
+                    .route(get().to(summary))
+                    .default_service(na()),
+            )
             .service(
                 resource("/marketplace/sync")
                     .route(web::post().to(marketplace_sync))
@@ -352,7 +363,9 @@ fn trial_days(body: &Object) -> Result<u32, ApiError> {
     let bad = || ApiError::invalid_field("days", "must be a whole number from 1 to 365");
     let n = body
         .get("days")
-        .ok_or_else(|| ApiError::invalid_field("days", "is required (a whole number from 1 to 365)"))?
+        .ok_or_else(|| {
+            ApiError::invalid_field("days", "is required (a whole number from 1 to 365)")
+        })?
         .as_u64()
         .ok_or_else(bad)?;
     u32::try_from(n)
@@ -427,7 +440,9 @@ pub async fn create_grant(
         Some(other) => {
             return Err(ApiError::invalid_field(
                 "kind",
-                format!("unknown kind {other:?}; only \"free\" can be granted here (trial extensions use …/trial-extension)"),
+                format!(
+                    "unknown kind {other:?}; only \"free\" can be granted here (trial extensions use …/trial-extension)"
+                ),
             ));
         }
         None => return Err(ApiError::invalid_field("kind", "is required: \"free\"")),

@@ -231,10 +231,11 @@ pub async fn revoke(
         .bind(actor)
         .execute(&mut *tx)
         .await?;
-        let grant = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE access_token_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let grant =
+            sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE access_token_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if changed > 0 {
             super::audit::insert(
                 &mut *tx,

@@ -71,7 +71,9 @@ pub async fn create(
 pub async fn list(db: &Db) -> sqlx::Result<Vec<AdminTokenRow>> {
     let sql = format!("SELECT {COLUMNS} FROM admin_tokens ORDER BY created_at, id");
     crate::on_db!(db, |p| {
-        sqlx::query_as::<_, AdminTokenRow>(sqlx::AssertSqlSafe(sql.as_str())).fetch_all(p).await
+        sqlx::query_as::<_, AdminTokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .fetch_all(p)
+            .await
     })
 }
 

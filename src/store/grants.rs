@@ -148,7 +148,8 @@ struct NewGrant<'a> {
 }
 
 /// Also used by [`super::access_tokens::claim`] inside its transaction.
-pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (id, client_key, kind, starts_at, ends_at, reason,
+pub(super) const INSERT_GRANT: &str =
+    "INSERT INTO grants (id, client_key, kind, starts_at, ends_at, reason,
                                 created_by, created_at, access_token_id, changed_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)";
 

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Db;
+use super::{Db, WritePool};
 use super::installations::InstallationRow;
 
 /// Only tenants that can be called: not uninstalled, and holding a secret to sign with.
@@ -100,7 +100,7 @@ pub struct CheckRecord {
 /// the license sources is newest (and so the request decision) depends on `host_checked_at`.
 pub async fn record(db: &Db, client_key: &str, rec: &CheckRecord) -> sqlx::Result<()> {
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         if let Some(license) = &rec.license {
             let l = license.clone().unwrap_or_default();
             sqlx::query(

@@ -292,7 +292,8 @@ async fn trial_end_page(
         }
     };
     let mut sql = Sql::filter(filter, Backend::of(db));
-    sql.conditions.push("effective_trial_end IS NULL".to_owned());
+    sql.conditions
+        .push("effective_trial_end IS NULL".to_owned());
     if let Some(k) = null_after {
         let k = sql.arg(Arg::Text(k));
         sql.conditions.push(format!("client_key > {k}"));
@@ -329,9 +330,7 @@ pub async fn grants_for(db: &Db, client_keys: &[String]) -> sqlx::Result<Vec<Gra
     }
     let mut sql = Sql::default();
     let p = sql.placeholders(client_keys.iter().cloned());
-    let text = format!(
-        "SELECT * FROM grants WHERE client_key IN ({p}) ORDER BY created_at, id"
-    );
+    let text = format!("SELECT * FROM grants WHERE client_key IN ({p}) ORDER BY created_at, id");
     crate::on_db!(db, |pool| {
         let mut q = sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(text.as_str()));
         for a in &sql.args {
@@ -351,7 +350,9 @@ pub async fn counts_by(db: &Db, column: GroupColumn) -> sqlx::Result<Vec<(String
     };
     let text = format!("SELECT {col}, COUNT(*) FROM installations GROUP BY {col}");
     crate::on_db!(db, |p| {
-        sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(text.as_str())).fetch_all(p).await
+        sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(text.as_str()))
+            .fetch_all(p)
+            .await
     })
 }
 
@@ -415,7 +416,9 @@ pub mod seed {
                 "INSERT INTO installations ({COLUMNS}) VALUES {}",
                 tuples.join(", ")
             );
-            let rows: Vec<Synthetic> = (done..done + n).map(|i| Synthetic::new(&run, i, now)).collect();
+            let rows: Vec<Synthetic> = (done..done + n)
+                .map(|i| Synthetic::new(&run, i, now))
+                .collect();
             crate::on_db!(db, |p| {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(text.as_str()));
                 for r in &rows {
@@ -482,8 +485,14 @@ pub mod seed {
         fn new(run: &str, i: u64, now: DateTime<Utc>) -> Synthetic {
             let host = format!("site-{run}-{i}.atlassian.net");
             let product = if i % 3 == 0 { "confluence" } else { "jira" };
-            let status = ["enabled", "enabled", "enabled", "installed", "disabled", "uninstalled"]
-                [(i % 6) as usize];
+            let status = [
+                "enabled",
+                "enabled",
+                "enabled",
+                "installed",
+                "disabled",
+                "uninstalled",
+            ][(i % 6) as usize];
             // spread over ~3 years, a few seconds apart, with collisions to exercise the
             // client_key tie-break
             let installed_at = now - Duration::seconds(((i / 2) * 900) as i64);
@@ -493,7 +502,11 @@ pub mod seed {
                 ("EVALUATION", "Evaluation", None)
             } else {
                 let n = [10, 25, 50, 100][(i % 4) as usize];
-                ("COMMERCIAL", ["10 Users", "25 Users", "50 Users", "100 Users"][(i % 4) as usize], Some(n))
+                (
+                    "COMMERCIAL",
+                    ["10 Users", "25 Users", "50 Users", "100 Users"][(i % 4) as usize],
+                    Some(n),
+                )
             };
             let trial_end = trial.then(|| now + Duration::days((i % 60) as i64 - 20));
             let license_state = match (has_mp, trial) {
@@ -556,9 +569,15 @@ mod tests {
         assert!(w.contains("ILIKE $5"), "{w}");
         assert!(w.contains("effective_trial_end < $6"), "{w}");
         assert_eq!(sql.args.len(), 6);
-        assert_eq!(Sql::filter(&Filter::default(), Backend::Sqlite).where_clause(), "");
+        assert_eq!(
+            Sql::filter(&Filter::default(), Backend::Sqlite).where_clause(),
+            ""
+        );
         let sqlite = Sql::filter(&f, Backend::Sqlite).where_clause();
-        assert!(sqlite.contains(" LIKE $5") && !sqlite.contains("ILIKE"), "{sqlite}");
+        assert!(
+            sqlite.contains(" LIKE $5") && !sqlite.contains("ILIKE"),
+            "{sqlite}"
+        );
     }
 
     #[test]

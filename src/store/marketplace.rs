@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Db;
+use super::{Db, WritePool};
 
 /// One license row as staged (already matched to an installation, or not).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -205,7 +205,7 @@ pub async fn stage_rows(
         return Ok(());
     }
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let sql = stage_sql(chunk.len());
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
@@ -355,7 +355,7 @@ pub async fn swap(db: &Db, run_id: &str, now: DateTime<Utc>) -> sqlx::Result<Swa
     let counts = "SELECT COUNT(client_key), COUNT(*) FROM marketplace_licenses_staging
                   WHERE run_id = $1";
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         sqlx::query("DELETE FROM marketplace_licenses")
             .execute(&mut *tx)
             .await?;

@@ -47,7 +47,10 @@ pub async fn admin_send(
     let res = req.send().await.expect("request sent");
     let status = res.status().as_u16();
     let text = res.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// A site of its own under the fake product (background reads stay local and get 404).
@@ -65,14 +68,10 @@ pub async fn install_at(app: &TestApp, client_key: &str, secret: &str, slug: &st
 pub async fn install_many(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
     let keys: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
     for chunk in keys.chunks(10) {
-        futures::future::join_all(
-            chunk
-                .iter()
-                .map(|k| async move {
-                    let secret = format!("secret-of-{k}");
-                    install_at(app, k, &secret, k).await
-                }),
-        )
+        futures::future::join_all(chunk.iter().map(|k| async move {
+            let secret = format!("secret-of-{k}");
+            install_at(app, k, &secret, k).await
+        }))
         .await;
     }
     keys
@@ -90,7 +89,11 @@ pub async fn set_marketplace(
     let db = &app.state.db;
     let now = Utc::now();
     let contact = json!({"name": "Ada Admin", "email": email, "phone": "+49 30 1"}).to_string();
-    let tier = if license_type == "EVALUATION" { "Evaluation" } else { "25 Users" };
+    let tier = if license_type == "EVALUATION" {
+        "Evaluation"
+    } else {
+        "25 Users"
+    };
     let user_count: Option<i64> = (license_type != "EVALUATION").then_some(25);
     let trial_start = trial_end.map(|t| t - Duration::days(30));
     connect_keeper::on_db!(db, |p| {

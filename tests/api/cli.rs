@@ -165,7 +165,10 @@ both_backends! {
 /// `GET /api/whoami` as the tenant's iframe would call it (context token, no `lic`).
 async fn whoami(app: &TestApp, client_key: &str, secret: &str) -> u16 {
     let token = hs256_context(client_key, secret, json!({}));
-    app.get_with_jwt_header("/api/whoami", &token).await.status().as_u16()
+    app.get_with_jwt_header("/api/whoami", &token)
+        .await
+        .status()
+        .as_u16()
 }
 
 both_backends! {
@@ -256,12 +259,26 @@ both_backends! {
 async fn cli_works_on_a_fresh_sqlite_database() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/fresh/keeper.db", dir.path().display());
-    let o = run(&url, "https://app.example.test", &["installations", "list", "--format", "json"]).await;
+    let o = run(
+        &url,
+        "https://app.example.test",
+        &["installations", "list", "--format", "json"],
+    )
+    .await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json_out(&stdout(&o)), json!({"items": []}));
     let o = run(&url, "https://app.example.test", &["--help"]).await;
     let help = stdout(&o);
-    for cmd in ["serve", "migrate", "admin-token", "installations", "trial", "grant", "access-token", "sync"] {
+    for cmd in [
+        "serve",
+        "migrate",
+        "admin-token",
+        "installations",
+        "trial",
+        "grant",
+        "access-token",
+        "sync",
+    ] {
         assert!(help.contains(cmd), "--help lists {cmd}: {help}");
     }
     let o = run(&url, "https://app.example.test", &["sync", "marketplace"]).await;

@@ -37,7 +37,10 @@ async fn status_and_json(res: reqwest::Response) -> (u16, Value) {
     let ct = content_type(&res);
     let text = res.text().await.unwrap();
     assert!(ct.starts_with("application/json"), "{status} {ct}: {text}");
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
 }
 
 fn content_type(res: &reqwest::Response) -> String {
@@ -286,7 +289,10 @@ both_backends! {
 }
 
 fn report_delay(started: std::time::Instant, what: &str) {
-    eprintln!("{what} seen by the running app after {:?}", started.elapsed());
+    eprintln!(
+        "{what} seen by the running app after {:?}",
+        started.elapsed()
+    );
 }
 
 both_backends! {

@@ -51,13 +51,22 @@ pub struct Rules<'a> {
 }
 
 /// A request's token and the tenant it claims to come from, not verified yet.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Presented {
     token: String,
     /// Decoded once here and trusted only after [`authorize`] checked the signature.
     claims: Claims,
     /// The unverified `iss`: only used to choose the tenant whose secret must verify it.
     pub iss: String,
+}
+
+/// The token is a bearer credential for its lifetime: never in a log line.
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("iss", &self.iss)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Finds the token (`Authorization: JWT …` or the `jwt` query parameter) and its `iss`.
@@ -860,6 +869,18 @@ mod tests {
         assert_eq!(bound_lic("lic=active&lic=none"), Some(false));
         assert_eq!(bound_lic("lic=none&lic=active"), Some(false));
         assert_eq!(bound_lic("lic=Active"), Some(false));
+    }
+
+    #[test]
+    fn extractors_fail_loudly_without_the_guard() {
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let err = futures::executor::block_on(Verified::extract(&req)).unwrap_err();
+        assert_eq!(err.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        let err = futures::executor::block_on(Licensed::extract(&req)).unwrap_err();
+        assert_eq!(
+            err.error_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

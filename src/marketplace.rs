@@ -58,6 +58,9 @@ const MAX_PAGE_BYTES: usize = 32 << 20;
 /// Licenses joined and written together: a few pages per statement and transaction (fewer
 /// commits, each an fsync on SQLite) while memory stays small (~1.5 MiB of rows).
 const STAGE_BATCH: usize = 500;
+/// Licenses per installation lookup query (up to ~8 binds each; see
+/// [`crate::store::marketplace::stage_rows`] on why statements stay small).
+const LOOKUP_BATCH: usize = 100;
 /// Retries of one page after a 5xx, 429, timeout or network error.
 const PAGE_RETRIES: u32 = 2;
 /// The first background sync after start when none ever succeeded (or the interval, if less).
@@ -370,17 +373,25 @@ impl Run<'_> {
         parse_page(&body)
     }
 
-    /// Joins and stages a batch of parsed licenses: one lookup query per [`STAGE_BATCH`]
+    /// Joins and stages a batch of parsed licenses: one lookup query per [`LOOKUP_BATCH`]
     /// rows, one transaction.
     async fn stage(&self, mut rows: Vec<StagedLicense>) -> Result<(), SyncError> {
-        for chunk in rows.chunks_mut(STAGE_BATCH) {
+        let started = std::time::Instant::now();
+        for chunk in rows.chunks_mut(LOOKUP_BATCH) {
             let candidates = store::candidates(&self.state.db, &join_values(chunk)).await?;
             for row in chunk.iter_mut() {
                 row.client_key = join(row, &candidates).map(|(c, _)| c.client_key.clone());
             }
         }
         let rows = dedup_batch(rows);
+        let joined = started.elapsed();
         store::stage_rows(&self.state.db, &self.run_id, db_store::now(), &rows).await?;
+        tracing::debug!(
+            rows = rows.len(),
+            join_us = joined.as_micros() as u64,
+            insert_us = (started.elapsed() - joined).as_micros() as u64,
+            "staged a batch"
+        );
         Ok(())
     }
 }

@@ -107,6 +107,12 @@ impl Backend {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Usage {
+    Page,
+    Count,
+}
+
 /// A bind value; the SQL is built at run time, so values travel beside it.
 #[derive(Clone, Debug)]
 enum Arg {
@@ -132,19 +138,31 @@ impl Sql {
         list.join(", ")
     }
 
-    fn filter(filter: &Filter, backend: Backend) -> Sql {
+    /// The WHERE conditions of `filter`. `usage` says what the statement is for: a page walks
+    /// its sort index (see `0006_admin_sort.sql`), a count uses the filter index.
+    fn filter(filter: &Filter, backend: Backend, usage: Usage) -> Sql {
         let mut sql = Sql::default();
+        // SQLite without ANALYZE statistics believes an equality on `status` is selective
+        // and would search the filter index, then sort every match; `+column` (a no-op
+        // expression) keeps it on the sort index, which holds these columns too.
+        // PostgreSQL plans from its statistics and is left alone.
+        let col = |name: &str| match (backend, usage) {
+            (Backend::Sqlite, Usage::Page) => format!("+{name}"),
+            _ => name.to_owned(),
+        };
         if !filter.statuses.is_empty() {
             let p = sql.placeholders(filter.statuses.iter().map(|s| s.as_str().to_owned()));
-            sql.conditions.push(format!("status IN ({p})"));
+            sql.conditions.push(format!("{} IN ({p})", col("status")));
         }
         if !filter.licenses.is_empty() {
             let p = sql.placeholders(filter.licenses.iter().map(|s| s.as_str().to_owned()));
-            sql.conditions.push(format!("license_state IN ({p})"));
+            sql.conditions
+                .push(format!("{} IN ({p})", col("license_state")));
         }
         if !filter.products.is_empty() {
             let p = sql.placeholders(filter.products.iter().cloned());
-            sql.conditions.push(format!("product_type IN ({p})"));
+            sql.conditions
+                .push(format!("{} IN ({p})", col("product_type")));
         }
         if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
             // Case-insensitive: SQLite's LIKE already is (for ASCII), PostgreSQL needs ILIKE.
@@ -230,7 +248,7 @@ async fn range(
     after: Option<&After>,
     limit: u32,
 ) -> sqlx::Result<Vec<InstallationRow>> {
-    let mut sql = Sql::filter(filter, Backend::of(db));
+    let mut sql = Sql::filter(filter, Backend::of(db), Usage::Page);
     if let Some(after) = after {
         let v = match &after.value {
             KeyValue::Time(t) => sql.arg(Arg::Time(*t)),
@@ -267,7 +285,7 @@ async fn trial_end_page(
             client_key,
         }) => Some(client_key.clone()),
         _ => {
-            let mut sql = Sql::filter(filter, Backend::of(db));
+            let mut sql = Sql::filter(filter, Backend::of(db), Usage::Page);
             sql.conditions
                 .push("effective_trial_end IS NOT NULL".to_owned());
             if let Some(After {
@@ -291,7 +309,7 @@ async fn trial_end_page(
             None
         }
     };
-    let mut sql = Sql::filter(filter, Backend::of(db));
+    let mut sql = Sql::filter(filter, Backend::of(db), Usage::Page);
     sql.conditions
         .push("effective_trial_end IS NULL".to_owned());
     if let Some(k) = null_after {
@@ -309,7 +327,7 @@ async fn trial_end_page(
 
 /// How many rows match `filter` (the `total` of a list answer).
 pub async fn count(db: &Db, filter: &Filter) -> sqlx::Result<i64> {
-    let sql = Sql::filter(filter, Backend::of(db));
+    let sql = Sql::filter(filter, Backend::of(db), Usage::Count);
     let text = format!("SELECT COUNT(*) FROM installations {}", sql.where_clause());
     crate::on_db!(db, |p| {
         let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text.as_str()));
@@ -393,14 +411,14 @@ pub mod seed {
         shared_secret, status, installed_at, updated_at, changed_at, mp_license_id,
         mp_license_type, mp_tier, mp_user_count, mp_status, mp_trial_start, mp_trial_end,
         mp_company, mp_country, mp_region, mp_technical_contact, mp_synced_at, license_state,
-        license_source, effective_trial_end";
-    const NCOLS: usize = 25;
+        license_source, effective_trial_end, host_next_check_at";
+    const NCOLS: usize = 26;
 
     /// Inserts `count` installations with varied status, product, license state, Marketplace
     /// data and trial ends, in batches inside transactions. Keys are `seed-{run}-{n}`.
     pub async fn installations(db: &Db, count: u64, now: DateTime<Utc>) -> sqlx::Result<u64> {
         let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        // 400 rows x 25 values stays under SQLite's 32766 bind values per statement.
+        // 400 rows x 26 values stays under SQLite's 32766 bind values per statement.
         let batch: u64 = 400;
         let mut done = 0;
         while done < count {
@@ -451,7 +469,10 @@ pub mod seed {
                         .bind(r.mp_status.map(|_| now))
                         .bind(r.license_state)
                         .bind(source)
-                        .bind(r.mp_trial_end);
+                        .bind(r.mp_trial_end)
+                        // not due: a server started on seeded data must not try to reach
+                        // 100k made-up sites at once
+                        .bind(now + chrono::Duration::days(1));
                 }
                 q.execute(p).await.map(|_| ())
             })?;
@@ -561,7 +582,7 @@ mod tests {
             q: Some("x".into()),
             trial_ends_before: Some(Utc::now()),
         };
-        let sql = Sql::filter(&f, Backend::Postgres);
+        let sql = Sql::filter(&f, Backend::Postgres, Usage::Page);
         let w = sql.where_clause();
         assert!(w.contains("status IN ($1, $2)"), "{w}");
         assert!(w.contains("license_state IN ($3)"), "{w}");
@@ -570,13 +591,19 @@ mod tests {
         assert!(w.contains("effective_trial_end < $6"), "{w}");
         assert_eq!(sql.args.len(), 6);
         assert_eq!(
-            Sql::filter(&Filter::default(), Backend::Sqlite).where_clause(),
+            Sql::filter(&Filter::default(), Backend::Sqlite, Usage::Page).where_clause(),
             ""
         );
-        let sqlite = Sql::filter(&f, Backend::Sqlite).where_clause();
+        let sqlite = Sql::filter(&f, Backend::Sqlite, Usage::Page).where_clause();
         assert!(
             sqlite.contains(" LIKE $5") && !sqlite.contains("ILIKE"),
             "{sqlite}"
+        );
+        assert!(sqlite.contains("+status IN ($1, $2)"), "{sqlite}");
+        let count = Sql::filter(&f, Backend::Sqlite, Usage::Count).where_clause();
+        assert!(
+            count.contains(" status IN ($1, $2)") && !count.contains('+'),
+            "{count}"
         );
     }
 

@@ -560,3 +560,24 @@ both_backends! {
         assert_eq!(res.status(), 204);
     }
 }
+
+both_backends! {
+    async fn a_cached_tenant_needs_no_database(backend) {
+        let app = TestApp::spawn(backend).await;
+        app.install("ck-cache", SECRET).await;
+        vendor::grant_free(app.state.as_ref(), "ck-cache", None, None, "test", Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(whoami_says(&app, "ck-cache").await, "grant"); // loads the tenant once
+        // With the database gone, verified and licensed requests still pass: the request path
+        // makes no database round trip for a known tenant.
+        app.state.db.close().await;
+        for _ in 0..3 {
+            assert_eq!(whoami_says(&app, "ck-cache").await, "grant");
+            assert_eq!(panel(&app, "ck-cache", SECRET, "lic=none").await.status(), 200);
+        }
+        // A tenant never seen needs the database: 503, not a wrong answer.
+        let (status, body) = status_and_json(whoami(&app, "ck-never-seen", SECRET).await).await;
+        assert_eq!(status, 503, "{body}");
+    }
+}

@@ -16,8 +16,8 @@ async fn main() -> anyhow::Result<()> {
     let bind = config.bind_addr;
     // Connects and migrates the database; builds the tenant cache and the "seen" writer.
     let state = web::Data::new(AppState::new(config).await?);
-    // Picks up changes made by the CLI or other instances, and records last-seen/`lic`.
-    connect_keeper::tenants::spawn_background(&state);
+    // Cache refresh from other processes, last-seen/`lic` writer, license reads, sweeps.
+    connect_keeper::startup::spawn_background(&state);
 
     HttpServer::new(move || {
         App::new()

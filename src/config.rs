@@ -246,13 +246,19 @@ impl Config {
     }
 }
 
+/// A database URL fit for an error message: no password, even when the URL does not parse.
 fn redact(v: &str) -> String {
     match Url::parse(v) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
             u.to_string()
         }
-        _ => v.to_owned(),
+        Err(_) => match (v.find("://"), v.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***{}", &v[..s], &v[at..]),
+            _ => v.to_owned(),
+        },
     }
 }
 

@@ -83,6 +83,17 @@ impl AppState {
     }
 }
 
+/// Starts every background task of the service: the tenant-cache poller and the last-seen
+/// writer, the reader of each site's license endpoint, the periodic Marketplace sync (when
+/// configured) and the license-view sweeper. A vendor's own actix-web app that builds an
+/// [`AppState`] calls this once, as [`Application::build`] does.
+pub fn spawn_background(state: &SharedState) {
+    crate::tenants::spawn_background(state);
+    crate::host_license::start(state.clone().into_inner());
+    crate::marketplace::spawn_periodic(state.clone().into_inner());
+    crate::registry::license_view::spawn_sweeper(state.db.clone(), Duration::from_secs(30));
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -94,10 +105,7 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr)
             .with_context(|| format!("BIND_ADDR={}: cannot listen", config.bind_addr))?;
         let state = web::Data::new(AppState::new(config).await?);
-        crate::registry::license_view::spawn_sweeper(state.db.clone(), Duration::from_secs(30));
-        crate::host_license::start(state.clone().into_inner());
-        crate::marketplace::spawn_periodic(state.clone().into_inner());
-        crate::tenants::spawn_background(&state);
+        spawn_background(&state);
         Self::with_listener(state, listener)
     }
 

@@ -58,7 +58,10 @@ pub fn spawn_sweeper(db: Db, period: std::time::Duration) -> tokio::task::JoinHa
             match sweep(&db, after, until).await {
                 Ok(n) => {
                     if n > 0 {
-                        tracing::info!(tenants = n, "license views refreshed after grants or trials ended");
+                        tracing::info!(
+                            tenants = n,
+                            "license views refreshed after grants or trials ended"
+                        );
                     }
                     after = until;
                 }

@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, WritePool};
 use super::installations::InstallationRow;
+use super::{Db, WritePool};
 
 /// Only tenants that can be called: not uninstalled, and holding a secret to sign with.
 const POLLABLE: &str =

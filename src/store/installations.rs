@@ -290,8 +290,9 @@ pub async fn changed_since(db: &Db, since: DateTime<Utc>) -> sqlx::Result<Vec<St
 }
 
 /// Background write of what the middleware saw: last request time and, when the token bound
-/// one, the `lic` value. Does not bump `changed_at`: this process already knows, and the
-/// value only matters to other instances when their own requests carry no `lic`.
+/// one, the `lic` value. A changed `lic` bumps `changed_at` so that other instances reload
+/// the tenant (it is their "last known license" for requests without a bound `lic`); a mere
+/// "seen" does not, or every request would churn every cache.
 pub async fn record_seen(
     db: &Db,
     client_key: &str,
@@ -304,12 +305,15 @@ pub async fn record_seen(
                  last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $2
                                      THEN $2 ELSE last_seen_at END,
                  lic_last_seen = COALESCE($3, lic_last_seen),
-                 lic_seen_at = CASE WHEN $3 IS NULL THEN lic_seen_at ELSE $2 END
+                 lic_seen_at = CASE WHEN $3 IS NULL THEN lic_seen_at ELSE $2 END,
+                 changed_at = CASE WHEN $3 IS NOT NULL AND $3 <> COALESCE(lic_last_seen, '')
+                                   THEN $4 ELSE changed_at END
              WHERE client_key = $1",
         )
         .bind(client_key)
         .bind(seen_at)
         .bind(lic)
+        .bind(super::now())
         .execute(p)
         .await
         .map(|_| ())

@@ -346,18 +346,34 @@ pub async fn grants_for(db: &Db, client_keys: &[String]) -> sqlx::Result<Vec<Gra
     if client_keys.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::default();
-    let p = sql.placeholders(client_keys.iter().cloned());
-    let text = format!("SELECT * FROM grants WHERE client_key IN ({p}) ORDER BY created_at, id");
-    crate::on_db!(db, |pool| {
-        let mut q = sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(text.as_str()));
-        for a in &sql.args {
-            if let Arg::Text(s) = a {
-                q = q.bind(s.as_str());
-            }
+    match db {
+        // One array parameter: PostgreSQL plans `IN ($1 … $1000)` afresh and slowly (~40 ms
+        // per export batch of 1000, most of a 100k-row CSV export's time).
+        Db::Postgres(p) => {
+            sqlx::query_as::<_, GrantRow>(
+                "SELECT * FROM grants WHERE client_key = ANY($1) ORDER BY created_at, id",
+            )
+            .bind(client_keys)
+            .fetch_all(p)
+            .await
         }
-        q.fetch_all(pool).await
-    })
+        // SQLite has no arrays; a list of placeholders (at most one export batch, far under
+        // its 32766 limit) is cheap there.
+        Db::Sqlite(p) => {
+            let mut sql = Sql::default();
+            let list = sql.placeholders(client_keys.iter().cloned());
+            let text = format!(
+                "SELECT * FROM grants WHERE client_key IN ({list}) ORDER BY created_at, id"
+            );
+            let mut q = sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(text.as_str()));
+            for a in &sql.args {
+                if let Arg::Text(s) = a {
+                    q = q.bind(s.as_str());
+                }
+            }
+            q.fetch_all(p).await
+        }
+    }
 }
 
 /// `(value, count)` pairs of `GROUP BY column` over the whole table.

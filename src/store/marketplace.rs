@@ -105,9 +105,33 @@ pub struct JoinValues {
     pub hosts: Vec<String>,
 }
 
-/// Every installation that shares any join value with a page: one indexed query per page
-/// instead of up to four per license.
+const CANDIDATE_COLUMNS: &str = "client_key, app_key, cloud_id, entitlement_id, entitlement_number,
+    host_license_entitlement_id, host_license_entitlement_number, service_entitlement_number,
+    host_license_sen, base_host, status, installed_at";
+
+/// Every installation that shares any join value with a batch: one indexed query per batch
+/// instead of up to four per license. PostgreSQL gets one array per list (`= ANY($n)`: one
+/// cached plan, each OR arm an index scan); SQLite, which has no arrays, an `IN` list of
+/// placeholders per value.
 pub async fn candidates(db: &Db, v: &JoinValues) -> sqlx::Result<Vec<Candidate>> {
+    if let Db::Postgres(p) = db {
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM installations
+             WHERE cloud_id = ANY($1)
+                OR entitlement_id = ANY($2) OR host_license_entitlement_id = ANY($2)
+                OR entitlement_number = ANY($3) OR host_license_entitlement_number = ANY($3)
+                OR service_entitlement_number = ANY($4) OR host_license_sen = ANY($4)
+                OR base_host = ANY($5)"
+        );
+        return sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(sql))
+            .bind(&v.cloud_ids)
+            .bind(&v.entitlement_ids)
+            .bind(&v.entitlement_numbers)
+            .bind(&v.sens)
+            .bind(&v.hosts)
+            .fetch_all(p)
+            .await;
+    }
     fn list<'a>(
         binds: &mut Vec<&'a str>,
         clauses: &mut Vec<String>,
@@ -153,10 +177,7 @@ pub async fn candidates(db: &Db, v: &JoinValues) -> sqlx::Result<Vec<Candidate>>
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT client_key, app_key, cloud_id, entitlement_id, entitlement_number,
-                host_license_entitlement_id, host_license_entitlement_number,
-                service_entitlement_number, host_license_sen, base_host, status, installed_at
-         FROM installations WHERE {}",
+        "SELECT {CANDIDATE_COLUMNS} FROM installations WHERE {}",
         clauses.join(" OR ")
     );
     crate::on_db!(db, |p| {

@@ -105,7 +105,10 @@ fn a_bad_variable_stops_start_up_naming_it() {
             .unwrap();
         assert!(!out.status.success(), "{var}={value} must stop start-up");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(var) && stderr.contains(value), "{var}: {stderr}");
+        assert!(
+            stderr.contains(var) && stderr.contains(value),
+            "{var}: {stderr}"
+        );
     }
 }
 
@@ -126,6 +129,10 @@ fn migrate_creates_the_sqlite_file_and_folder() {
         .env("DATABASE_URL", format!("sqlite://{}", path.display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(path.exists());
 }

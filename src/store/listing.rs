@@ -341,21 +341,34 @@ pub async fn count(db: &Db, filter: &Filter) -> sqlx::Result<i64> {
     })
 }
 
+/// Client keys per grants lookup on PostgreSQL (see [`grants_for`]).
+const GRANTS_CHUNK: usize = 100;
+
 /// The grants of several tenants in one query (a page's worth), oldest first.
 pub async fn grants_for(db: &Db, client_keys: &[String]) -> sqlx::Result<Vec<GrantRow>> {
     if client_keys.is_empty() {
         return Ok(Vec::new());
     }
     match db {
-        // One array parameter: PostgreSQL plans `IN ($1 … $1000)` afresh and slowly (~40 ms
-        // per export batch of 1000, most of a 100k-row CSV export's time).
+        // Small array parameters. One Bind message carrying a whole export batch (1000 keys,
+        // ~30 KB, as an IN list or one array) took a steady ~40 ms against an empty table —
+        // the signature of Nagle's algorithm meeting a delayed ACK (sqlx does not set
+        // TCP_NODELAY). In chunks of 100 the same lookup takes ~1 ms; this was most of a
+        // 100k-row CSV export's time (5.8 s -> 1.8 s).
         Db::Postgres(p) => {
-            sqlx::query_as::<_, GrantRow>(
-                "SELECT * FROM grants WHERE client_key = ANY($1) ORDER BY created_at, id",
-            )
-            .bind(client_keys)
-            .fetch_all(p)
-            .await
+            let mut out = Vec::new();
+            for chunk in client_keys.chunks(GRANTS_CHUNK) {
+                out.extend(
+                    sqlx::query_as::<_, GrantRow>(
+                        "SELECT * FROM grants WHERE client_key = ANY($1) ORDER BY created_at, id",
+                    )
+                    .bind(chunk)
+                    .fetch_all(p)
+                    .await?,
+                );
+            }
+            out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(out)
         }
         // SQLite has no arrays; a list of placeholders (at most one export batch, far under
         // its 32766 limit) is cheap there.

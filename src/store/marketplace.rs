@@ -110,19 +110,29 @@ const CANDIDATE_COLUMNS: &str = "client_key, app_key, cloud_id, entitlement_id, 
     host_license_sen, base_host, status, installed_at";
 
 /// Every installation that shares any join value with a batch: one indexed query per batch
-/// instead of up to four per license. PostgreSQL gets one array per list (`= ANY($n)`: one
-/// cached plan, each OR arm an index scan); SQLite, which has no arrays, an `IN` list of
-/// placeholders per value.
+/// instead of up to four per license. PostgreSQL gets one array per list and a UNION of
+/// index scans (an OR of `= ANY($n)` is planned as a sequential scan that compares every row
+/// with every array element: ~45 ms instead of ~1 ms for 100 licenses over 10,000
+/// installations); SQLite, which has no arrays, an `IN` list of placeholders per value, which
+/// it runs as a multi-index OR.
 pub async fn candidates(db: &Db, v: &JoinValues) -> sqlx::Result<Vec<Candidate>> {
     if let Db::Postgres(p) = db {
-        let sql = format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM installations
-             WHERE cloud_id = ANY($1)
-                OR entitlement_id = ANY($2) OR host_license_entitlement_id = ANY($2)
-                OR entitlement_number = ANY($3) OR host_license_entitlement_number = ANY($3)
-                OR service_entitlement_number = ANY($4) OR host_license_sen = ANY($4)
-                OR base_host = ANY($5)"
-        );
+        let sql = [
+            ("cloud_id", 1),
+            ("entitlement_id", 2),
+            ("host_license_entitlement_id", 2),
+            ("entitlement_number", 3),
+            ("host_license_entitlement_number", 3),
+            ("service_entitlement_number", 4),
+            ("host_license_sen", 4),
+            ("base_host", 5),
+        ]
+        .iter()
+        .map(|(col, n)| {
+            format!("SELECT {CANDIDATE_COLUMNS} FROM installations WHERE {col} = ANY(${n})")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ");
         return sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(sql))
             .bind(&v.cloud_ids)
             .bind(&v.entitlement_ids)

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Db;
+use super::{Db, WritePool};
 use super::grants::GrantRow;
 use crate::licensing::GrantKind;
 
@@ -61,7 +61,7 @@ pub async fn insert(
     let id = super::new_id();
     let details = serde_json::json!({"expires_at": new.expires_at});
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         sqlx::query(
             "INSERT INTO access_tokens (id, token_hash, note, created_by, created_at, expires_at,
                                         client_key, changed_at)
@@ -140,7 +140,7 @@ pub async fn claim(
 ) -> sqlx::Result<Option<GrantRow>> {
     let grant_id = super::new_id();
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let claimed = sqlx::query(
             "UPDATE access_tokens SET redeemed_by = $2, redeemed_at = $3, changed_at = $3
              WHERE id = $1 AND redeemed_by IS NULL AND revoked_at IS NULL
@@ -203,7 +203,7 @@ pub async fn revoke(
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<(AccessTokenRow, Option<GrantRow>)>> {
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE access_tokens SET revoked_at = $2, revoked_by = $3, changed_at = $2
              WHERE id = $1 AND revoked_at IS NULL",

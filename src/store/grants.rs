@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Db;
+use super::{Db, WritePool};
 use crate::licensing::{GrantFacts, GrantKind};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -162,7 +162,7 @@ async fn insert(
     let id = super::new_id();
     let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": g.ends_at});
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         sqlx::query(INSERT_GRANT)
             .bind(&id)
             .bind(g.client_key)
@@ -206,7 +206,7 @@ pub async fn revoke(
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<GrantRow>> {
     crate::on_db!(db, |p| {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE grants SET revoked_at = $2, revoked_by = $3, changed_at = $2
              WHERE id = $1 AND revoked_at IS NULL",

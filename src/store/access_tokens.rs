@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, WritePool};
 use super::grants::GrantRow;
+use super::{Db, WritePool};
 use crate::licensing::GrantKind;
 
 #[derive(Clone, sqlx::FromRow)]

@@ -288,9 +288,10 @@ both_backends! {
         assert_app_token(&calls[0], "secret-jira-1");
         let info = requests_to(&site, "/_edge/tenant_info").await;
         assert!(info[0].headers.get("authorization").is_none(), "tenant_info is unauthenticated");
-        // The registry's license view follows the product's answer.
-        assert_eq!(row.license_state, "active");
-        assert_eq!(row.license_source.as_deref(), Some("host"));
+        // The registry's license view follows the product's answer (refreshed right after).
+        let ok = eventually(5, || async { app.row("jira-1").await.license_state == "active" }).await;
+        assert!(ok, "license view not refreshed");
+        assert_eq!(app.row("jira-1").await.license_source.as_deref(), Some("host"));
     }
 }
 

@@ -9,7 +9,17 @@ use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_connect-keeper");
 
-fn start(db_url: &str, keys_url: &str) -> (Child, u16) {
+/// Kills the server if the test panics before it stops it itself.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(db_url: &str, keys_url: &str) -> (Server, u16) {
     let mut child = Command::new(BIN)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -37,15 +47,16 @@ fn start(db_url: &str, keys_url: &str) -> (Child, u16) {
             }
         }
     });
+    let server = Server(child);
     let port = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the server logs its port");
-    (child, port)
+    (server, port)
 }
 
-fn signal(child: &Child, sig: &str) {
+fn signal(server: &Server, sig: &str) {
     let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
+        .args([sig, &server.0.id().to_string()])
         .status()
         .unwrap()
         .success();
@@ -74,7 +85,7 @@ both_backends! {
             assert_eq!(res.status(), 204);
         }
         signal(&child, "-KILL");
-        let _ = child.wait();
+        let _ = child.0.wait();
 
         let (mut child, port) = start(&db.url, &keys);
         let url = connect_keeper::config::DatabaseUrl::parse(&db.url).unwrap();
@@ -85,7 +96,7 @@ both_backends! {
             200
         );
         signal(&child, "-TERM");
-        let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+        let status = tokio::task::spawn_blocking(move || child.0.wait()).await.unwrap().unwrap();
         assert!(status.success(), "SIGTERM ends the server cleanly: {status:?}");
     }
 }

@@ -34,6 +34,9 @@ pub const MAX_CLIENT_KEY_LEN: usize = 256;
 /// the previous poll but carry an earlier `changed_at`, and clock skew between instances.
 const POLL_OVERLAP: Duration = Duration::from_secs(5);
 
+/// The same safety-net lifetime as the moka cache's, for the hot map in front of it.
+const HOT_TTL: Duration = Duration::from_secs(600);
+
 /// How often the [`SeenWriter`] task writes what it has gathered.
 const SEEN_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -181,6 +184,13 @@ struct CacheInner {
     /// `None` remembers an unknown `iss` too, so junk tokens do not each cost a query; the
     /// cache's admission policy (TinyLFU) keeps a flood of them from evicting real tenants.
     entries: moka::future::Cache<String, Option<Arc<TenantSnapshot>>>,
+    /// Known tenants only, in front of `entries`: a read lock and a hash instead of moka's
+    /// per-read bookkeeping, which is most of a cached lookup's cost on the request path.
+    /// Only tenants that exist in the database enter it (bounded by the registry's size);
+    /// unknown `iss` values stay in `entries`, whose admission policy resists floods.
+    /// Invalidations remove from it under its write lock, and a load is admitted under the
+    /// same lock only if no invalidation happened since the load began.
+    hot: std::sync::RwLock<HashMap<String, (std::time::Instant, Arc<TenantSnapshot>)>>,
     /// Bumped by every invalidation. A load that started before a bump may have read data
     /// older than the change, so it is used once but not cached.
     generation: AtomicU64,
@@ -197,6 +207,7 @@ impl TenantCache {
                     // once or through the poller.
                     .time_to_live(Duration::from_secs(600))
                     .build(),
+                hot: std::sync::RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
             }),
         }
@@ -208,30 +219,76 @@ impl TenantCache {
         if client_key.is_empty() || client_key.len() > MAX_CLIENT_KEY_LEN {
             return Ok(None);
         }
-        if let Some(hit) = self.inner.entries.get(client_key).await {
-            return Ok(hit);
+        if let Some((at, hit)) = self.hot_read().get(client_key)
+            && at.elapsed() < HOT_TTL
+        {
+            return Ok(Some(hit.clone()));
         }
         let generation = self.inner.generation.load(Ordering::Acquire);
+        if let Some(hit) = self.inner.entries.get(client_key).await {
+            if let Some(tenant) = &hit {
+                self.admit(client_key, tenant, generation);
+            }
+            return Ok(hit);
+        }
         let loaded = load(&self.inner.db, client_key).await?.map(Arc::new);
         if self.inner.generation.load(Ordering::Acquire) == generation {
             self.inner
                 .entries
                 .insert(client_key.to_owned(), loaded.clone())
                 .await;
+            if let Some(tenant) = &loaded {
+                self.admit(client_key, tenant, generation);
+            }
         }
         Ok(loaded)
     }
 
     /// Drops one tenant; the next request for it reads the database again.
+    ///
+    /// The backing cache goes first: a reader that fetched the old value from it before this
+    /// call read the generation before the bump below, so it cannot admit that value.
     pub async fn invalidate(&self, client_key: &str) {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.entries.invalidate(client_key).await;
+        let mut hot = self.hot_write();
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        hot.remove(client_key);
     }
 
     /// Drops every tenant (after a bulk change such as a Marketplace sync).
     pub fn invalidate_all(&self) {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.entries.invalidate_all();
+        let mut hot = self.hot_write();
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        hot.clear();
+    }
+
+    /// Puts a loaded tenant in the hot map unless an invalidation happened since `generation`
+    /// was read (checked under the write lock that invalidations also take).
+    fn admit(&self, client_key: &str, tenant: &Arc<TenantSnapshot>, generation: u64) {
+        let mut hot = self.hot_write();
+        if self.inner.generation.load(Ordering::Acquire) == generation {
+            hot.insert(
+                client_key.to_owned(),
+                (std::time::Instant::now(), tenant.clone()),
+            );
+        }
+    }
+
+    fn hot_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, (std::time::Instant, Arc<TenantSnapshot>)>>
+    {
+        // A poisoned lock only means a panic elsewhere while holding it; the map is still
+        // a valid cache.
+        self.inner.hot.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hot_write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (std::time::Instant, Arc<TenantSnapshot>)>>
+    {
+        self.inner.hot.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 

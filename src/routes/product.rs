@@ -8,7 +8,6 @@
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::connect::jwt::QshPolicy;
 use crate::error::ApiError;
@@ -60,14 +59,23 @@ const PANEL_PAGE: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
+/// The answer of `GET /api/whoami` (contract §4); typed, so no JSON tree is built per request.
+#[derive(serde::Serialize)]
+struct WhoAmI<'a> {
+    client_key: &'a str,
+    account_id: Option<&'a str>,
+    licensed: bool,
+    license_source: &'static str,
+}
+
 async fn whoami(licensed: Licensed) -> HttpResponse {
     let v = &licensed.verified;
-    HttpResponse::Ok().json(json!({
-        "client_key": v.client_key(),
-        "account_id": v.account_id,
-        "licensed": true,
-        "license_source": licensed.source.as_str(),
-    }))
+    HttpResponse::Ok().json(WhoAmI {
+        client_key: v.client_key(),
+        account_id: v.account_id.as_deref(),
+        licensed: true,
+        license_source: licensed.source.as_str(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -105,11 +105,17 @@ pub fn observations(row: &InstallationRow) -> [Option<LicenseData>; 3] {
             evaluation: row
                 .mp_license_type
                 .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case("EVALUATION")),
+                .is_some_and(is_evaluation_type),
         }),
         _ => None,
     };
     [lic, host, mp]
+}
+
+/// Whether a Marketplace `licenseType` is a trial: `EVALUATION`, and the variants the
+/// reporting API also uses (`NET_NEW_EVALUATION`, `UPGRADE_EVALUATION`), in any case.
+pub fn is_evaluation_type(license_type: &str) -> bool {
+    license_type.to_ascii_uppercase().contains("EVALUATION")
 }
 
 fn newest(items: impl IntoIterator<Item = Option<LicenseData>>) -> Option<LicenseData> {
@@ -384,6 +390,21 @@ mod tests {
                 want,
                 "case {i}"
             );
+        }
+    }
+
+    #[test]
+    fn evaluation_types() {
+        for t in [
+            "EVALUATION",
+            "evaluation",
+            "NET_NEW_EVALUATION",
+            "upgrade_evaluation",
+        ] {
+            assert!(is_evaluation_type(t), "{t}");
+        }
+        for t in ["COMMERCIAL", "ACADEMIC", "DEVELOPER", ""] {
+            assert!(!is_evaluation_type(t), "{t}");
         }
     }
 

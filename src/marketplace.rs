@@ -569,7 +569,7 @@ fn contact(v: Option<&Value>) -> Option<String> {
 }
 
 fn is_evaluation(license_type: Option<&str>) -> bool {
-    license_type.is_some_and(|t| t.to_ascii_uppercase().contains("EVALUATION"))
+    license_type.is_some_and(crate::licensing::is_evaluation_type)
 }
 
 /// The preference of a row when one installation has several: larger wins. Fixed-width

@@ -396,7 +396,7 @@ impl Installation {
             row.mp_license_id.is_some() || row.mp_status.is_some() || row.mp_license_type.is_some();
         let (license_type, evaluation) = if has_marketplace {
             let t = row.mp_license_type.clone();
-            let eval = t.as_deref().map(|t| t.eq_ignore_ascii_case("EVALUATION"));
+            let eval = t.as_deref().map(crate::licensing::is_evaluation_type);
             (t, eval)
         } else {
             (row.host_license_type.clone(), row.host_license_evaluation)

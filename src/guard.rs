@@ -315,13 +315,16 @@ where
             match check(&state, guard, &req).await {
                 Ok((verified, licensed)) => {
                     crate::telemetry::record_client_key(req.request(), verified.client_key());
-                    if let Some(source) = licensed {
-                        req.extensions_mut().insert(Licensed {
-                            verified: verified.clone(),
-                            source,
-                        });
+                    // One value in the extensions: a `Licensed` holds its `Verified`, which
+                    // the `Verified` extractor finds there too (no clone per request).
+                    match licensed {
+                        Some(source) => {
+                            req.extensions_mut().insert(Licensed { verified, source });
+                        }
+                        None => {
+                            req.extensions_mut().insert(verified);
+                        }
                     }
-                    req.extensions_mut().insert(verified);
                     service
                         .call(req)
                         .await
@@ -486,7 +489,12 @@ impl FromRequest for Verified {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.extensions().get::<Verified>().cloned().ok_or(GuardNotMounted(
+        let ext = req.extensions();
+        let found = ext
+            .get::<Verified>()
+            .or_else(|| ext.get::<Licensed>().map(|l| &l.verified))
+            .cloned();
+        ready(found.ok_or(GuardNotMounted(
             "this route is not wrapped in a connect-keeper guard (guard::verified / licensed_api / licensed_page)",
         )))
     }
@@ -881,6 +889,36 @@ mod tests {
             err.error_response().status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn one_extension_serves_both_extractors() {
+        use actix_web::HttpMessage;
+        let verified = Verified {
+            tenant: Arc::new(TenantSnapshot::new(blank_row("ck"), vec![])),
+            account_id: Some("acc".into()),
+            token_kind: TokenKind::Context,
+            lic: None,
+            decision: Decision {
+                licensed: true,
+                source: Some(Source::Grant),
+            },
+        };
+        // licensed: the guard stores a `Licensed`; `Verified` is found inside it
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        req.extensions_mut().insert(Licensed {
+            verified: verified.clone(),
+            source: Source::Grant,
+        });
+        let v = futures::executor::block_on(Verified::extract(&req)).unwrap();
+        assert_eq!(v.client_key(), "ck");
+        assert_eq!(v.account_id.as_deref(), Some("acc"));
+        assert!(futures::executor::block_on(Licensed::extract(&req)).is_ok());
+        // verified only: no `Licensed` can be conjured from it
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        req.extensions_mut().insert(verified);
+        assert!(futures::executor::block_on(Verified::extract(&req)).is_ok());
+        assert!(futures::executor::block_on(Licensed::extract(&req)).is_err());
     }
 
     #[test]

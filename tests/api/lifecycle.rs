@@ -321,3 +321,21 @@ both_backends! {
         assert!(app.installation("big").await.is_none());
     }
 }
+
+both_backends! {
+    async fn descriptor_path_serves_another_template(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("descriptor.json");
+        std::fs::write(
+            &path,
+            r#"{"key": "from-file", "name": "Other", "baseUrl": "x",
+                "lifecycle": {"installed": "/installed"}, "modules": {}}"#,
+        )
+        .unwrap();
+        let app = TestApp::spawn_with(backend, &[("DESCRIPTOR_PATH", path.to_str().unwrap())]).await;
+        let d: Value = app.get("/atlassian-connect.json").await.json().await.unwrap();
+        assert_eq!(d["name"], "Other");
+        assert_eq!(d["key"], "from-file", "APP_KEY defaults to the template's key");
+        assert_eq!(d["baseUrl"], app.base_url);
+    }
+}

@@ -147,3 +147,20 @@ fn migrate_creates_the_sqlite_file_and_folder() {
     );
     assert!(path.exists());
 }
+
+#[test]
+fn a_missing_descriptor_path_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .env("DESCRIPTOR_PATH", "/nonexistent/descriptor.json")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/k.db", dir.path().display()),
+        )
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DESCRIPTOR_PATH"), "{stderr}");
+}

@@ -12,6 +12,7 @@
 //! token and the tenant it claims; [`authorize`] verifies it against that tenant and decides
 //! the license. Neither does I/O: the tenant comes from [`crate::tenants::TenantCache`].
 
+use std::borrow::Cow;
 use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -23,9 +24,6 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey};
-
 use crate::connect::jwt::{self, Claims, JwtError, QshPolicy, TokenKind};
 use crate::connect::qsh;
 use crate::domain::Status;
@@ -34,6 +32,7 @@ use crate::licensing::{self, Decision, Source};
 use crate::registry::lifecycle::RequestParts;
 use crate::startup::SharedState;
 use crate::tenants::TenantSnapshot;
+use crate::verified_tokens::VerifiedTokens;
 
 // ---------------------------------------------------------------------------------------
 // The pure part
@@ -52,41 +51,107 @@ pub struct Rules<'a> {
 
 /// A request's token and the tenant it claims to come from, not verified yet.
 #[derive(Clone)]
-pub struct Presented {
-    token: String,
-    /// Decoded once here and trusted only after [`authorize`] checked the signature.
-    claims: Claims,
+pub struct Presented<'a> {
+    token: Cow<'a, str>,
+    /// Decoded once and trusted only after [`authorize`] checked the signature; its `iss` is
+    /// known to be present.
+    claims: Arc<Claims>,
+    /// The [`TenantSnapshot::id`] whose key already verified this exact token (from
+    /// [`VerifiedTokens`]); [`authorize`] skips the HMAC only for that same snapshot.
+    verified_by: Option<u64>,
+}
+
+impl<'a> Presented<'a> {
+    /// Decodes a token found in a request. Anything but HS256 is refused here, before a tenant
+    /// is looked up, and so is a token without `iss`.
+    pub fn parse(token: Cow<'a, str>) -> Result<Presented<'a>, Refusal> {
+        let (header, claims) = jwt::peek(&token)?;
+        if header.alg != "HS256" {
+            return Err(JwtError::bad_algorithm(&header.alg).into());
+        }
+        if claims.iss.is_none() {
+            return Err(JwtError::MissingClaim("iss").into());
+        }
+        Ok(Presented {
+            token,
+            claims: Arc::new(claims),
+            verified_by: None,
+        })
+    }
+
+    /// The token as [`Presented::parse`] would give it, from what `cache` remembers of it;
+    /// `None` when it does not know this token.
+    pub fn recall(
+        token: Cow<'a, str>,
+        cache: &VerifiedTokens,
+    ) -> Result<Presented<'a>, Cow<'a, str>> {
+        match cache.get(&token) {
+            Some(known) => Ok(Presented {
+                token,
+                claims: known.claims,
+                verified_by: Some(known.verified_by),
+            }),
+            None => Err(token),
+        }
+    }
+
     /// The unverified `iss`: only used to choose the tenant whose secret must verify it.
-    pub iss: String,
+    pub fn iss(&self) -> &str {
+        self.claims.iss.as_deref().unwrap_or_default()
+    }
 }
 
 /// The token is a bearer credential for its lifetime: never in a log line.
-impl std::fmt::Debug for Presented {
+impl std::fmt::Debug for Presented<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Presented")
-            .field("iss", &self.iss)
+            .field("iss", &self.iss())
             .finish_non_exhaustive()
     }
 }
 
-/// Finds the token (`Authorization: JWT …` or the `jwt` query parameter) and its `iss`.
-/// Anything but HS256 is refused here, before a tenant is looked up.
-pub fn present(req: &RequestParts<'_>) -> Result<Presented, Refusal> {
-    let token = jwt::extract_token(req.authorization, req.query)?.ok_or(JwtError::Missing)?;
-    let (header, claims) = jwt::peek(&token)?;
-    if header.alg != "HS256" {
-        return Err(JwtError::Algorithm(
-            header
-                .alg
-                .chars()
-                .filter(char::is_ascii_graphic)
-                .take(20)
-                .collect(),
-        )
-        .into());
+/// Finds the token (`Authorization: JWT …` or the `jwt` query parameter) and decodes it
+/// ([`Presented::parse`]).
+pub fn present<'a>(req: &RequestParts<'a>) -> Result<Presented<'a>, Refusal> {
+    Presented::parse(find_token(req)?)
+}
+
+fn find_token<'a>(req: &RequestParts<'a>) -> Result<Cow<'a, str>, Refusal> {
+    Ok(jwt::extract_token(req.authorization, req.query)?.ok_or(JwtError::Missing)?)
+}
+
+/// The work [`present`] does, skipped when `cache` already verified this token: the guard's
+/// way in.
+fn present_cached<'a>(
+    req: &RequestParts<'a>,
+    cache: &VerifiedTokens,
+) -> Result<Presented<'a>, Refusal> {
+    match Presented::recall(find_token(req)?, cache) {
+        Ok(known) => Ok(known),
+        Err(token) => Presented::parse(token),
     }
-    let iss = claims.iss.clone().ok_or(JwtError::MissingClaim("iss"))?;
-    Ok(Presented { token, claims, iss })
+}
+
+/// Remembers a token [`authorize`] accepted with its signature checked, when it is worth it: a
+/// context token (reused by its iframe for many calls) not already known for this snapshot.
+pub fn remember(
+    presented: &Presented<'_>,
+    verified: &Verified,
+    cache: &VerifiedTokens,
+    now: DateTime<Utc>,
+    leeway_secs: u64,
+) {
+    if verified.token_kind == TokenKind::Context
+        && presented.verified_by != Some(verified.tenant.id())
+    {
+        cache.insert(
+            &presented.token,
+            presented.claims.clone(),
+            verified.tenant.id(),
+            now.timestamp(),
+            leeway_secs,
+        );
+    }
 }
 
 /// A verified request.
@@ -148,7 +213,7 @@ impl Refusal {
 /// leeway, `qsh` per the route's policy (401 for any of these), then disabled (403). The
 /// returned decision is not enforced here: the guard does that where the route asks for it.
 pub fn authorize(
-    presented: &Presented,
+    presented: &Presented<'_>,
     tenant: Option<Arc<TenantSnapshot>>,
     req: &RequestParts<'_>,
     rules: &Rules<'_>,
@@ -159,7 +224,10 @@ pub fn authorize(
         return Err(Refusal::Uninstalled);
     }
     let key = tenant.hs256_key().ok_or(Refusal::Uninstalled)?;
-    verify_signature(&presented.token, key)?;
+    // Checked before with this very snapshot's key: the same bytes give the same answer.
+    if presented.verified_by != Some(tenant.id()) {
+        key.verify(&presented.token)?;
+    }
     let claims = &presented.claims;
     jwt::check_times(claims, now.timestamp(), rules.leeway_secs)?;
     let token_kind = jwt::check_qsh_with(claims, rules.policy, || {
@@ -186,22 +254,6 @@ pub fn authorize(
         lic,
         decision,
     })
-}
-
-/// The HS256 signature over `header.claims`, with the tenant's key made once at cache load.
-///
-/// Same check as [`jwt::verify_hs256`] (the algorithm pinned, constant-time comparison inside
-/// the HMAC verifier), without decoding the token twice more and building the key per request:
-/// [`present`] already decoded it and refused every `alg` but HS256. On the hot path that
-/// halves the cost of verification (see `benches/verify.rs`).
-fn verify_signature(token: &str, key: &DecodingKey) -> Result<(), JwtError> {
-    let (message, signature) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
-    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::HS256) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(JwtError::BadSignature),
-        Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => Err(JwtError::Malformed),
-        Err(_) => Err(JwtError::BadSignature),
-    }
 }
 
 /// The `lic` of a query the token covers: `Some(true)` only when every `lic` value says
@@ -360,8 +412,8 @@ async fn check(
     };
     let now = Utc::now();
     let refuse = |r: Refusal| refusal_response(state, &r);
-    let presented = present(&parts).map_err(refuse)?;
-    let tenant = state.tenants.get(&presented.iss).await.map_err(|e| {
+    let presented = present_cached(&parts, &state.verified_tokens).map_err(refuse)?;
+    let tenant = state.tenants.get(presented.iss()).await.map_err(|e| {
         tracing::error!(error = %e, "tenant lookup failed");
         json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -370,28 +422,28 @@ async fn check(
         )
     })?;
     let verified = authorize(&presented, tenant, &parts, &rules, now).map_err(refuse)?;
+    remember(
+        &presented,
+        &verified,
+        &state.verified_tokens,
+        now,
+        rules.leeway_secs,
+    );
     state.seen.saw(&verified.tenant, verified.lic, now);
     if guard.license.is_none() {
         return Ok((verified, None));
     }
-    let label = match verified.decision {
+    let licensed_by = match verified.decision {
         Decision {
             licensed: true,
             source: Some(source),
-        } => source.as_str(),
-        _ => "unlicensed",
+        } => Some(source),
+        _ => None,
     };
-    state
-        .metrics
-        .license_decisions
-        .with_label_values(&[label])
-        .inc();
-    match verified.decision {
-        Decision {
-            licensed: true,
-            source: Some(source),
-        } => Ok((verified, Some(source))),
-        _ => {
+    state.metrics.license_decision(licensed_by);
+    match licensed_by {
+        Some(source) => Ok((verified, Some(source))),
+        None => {
             tracing::info!(client_key = %verified.client_key(), "unlicensed request refused");
             Err(unlicensed_response(guard))
         }
@@ -582,7 +634,7 @@ mod tests {
             authorization: auth.as_deref(),
         };
         let presented = present(&parts)?;
-        assert_eq!(presented.iss, "client-1");
+        assert_eq!(presented.iss(), "client-1");
         authorize(&presented, tenant, &parts, &rules(policy), now())
     }
 
@@ -930,5 +982,207 @@ mod tests {
     fn base64_url(s: &str) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+}
+
+#[cfg(test)]
+mod verified_token_tests {
+    //! The guard's use of [`VerifiedTokens`]: the HMAC is skipped only for the snapshot that
+    //! checked it, and every other check still runs on every request.
+    use super::*;
+    use crate::store::installations::tests_support::blank_row;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap()
+    }
+
+    fn snapshot(secret: &str, status: &str) -> Arc<TenantSnapshot> {
+        let mut row = blank_row("client-1");
+        row.status = status.into();
+        row.shared_secret = Some(secret.into());
+        Arc::new(TenantSnapshot::new(row, vec![]))
+    }
+
+    fn token(qsh: &str, secret: &str) -> String {
+        let t = now().timestamp();
+        jwt::sign_hs256(
+            &json!({"iss": "client-1", "sub": "acc-1", "qsh": qsh, "iat": t - 10, "exp": t + 60}),
+            secret.as_bytes(),
+        )
+    }
+
+    fn rules(policy: QshPolicy) -> Rules<'static> {
+        Rules {
+            policy,
+            base_path: "",
+            leeway_secs: 30,
+            enforcement: false,
+        }
+    }
+
+    /// What the guard does for one request, with the cache.
+    fn guard_once(
+        cache: &VerifiedTokens,
+        header: &str,
+        query: &str,
+        tenant: &Arc<TenantSnapshot>,
+        policy: QshPolicy,
+        at: DateTime<Utc>,
+    ) -> Result<(Verified, bool), Refusal> {
+        let parts = RequestParts {
+            method: "GET",
+            path: "/api/x",
+            query,
+            authorization: Some(header),
+        };
+        let presented = present_cached(&parts, cache)?;
+        let recalled = presented.verified_by.is_some();
+        let verified = authorize(&presented, Some(tenant.clone()), &parts, &rules(policy), at)?;
+        remember(&presented, &verified, cache, at, 30);
+        Ok((verified, recalled))
+    }
+
+    #[test]
+    fn a_context_token_is_verified_once_per_snapshot() {
+        let cache = VerifiedTokens::default();
+        let tenant = snapshot("secret-1", "enabled");
+        let header = format!("JWT {}", token("context-qsh", "secret-1"));
+        let ctx = QshPolicy::RequestOrContext;
+
+        let (_, recalled) = guard_once(&cache, &header, "", &tenant, ctx, now()).unwrap();
+        assert!(!recalled, "first sight is verified in full");
+        let (v, recalled) = guard_once(&cache, &header, "", &tenant, ctx, now()).unwrap();
+        assert!(recalled, "second sight comes from the cache");
+        assert_eq!(v.account_id.as_deref(), Some("acc-1"));
+        assert_eq!(v.token_kind, TokenKind::Context);
+    }
+
+    #[test]
+    fn a_new_secret_makes_a_remembered_token_fail() {
+        let cache = VerifiedTokens::default();
+        let header = format!("JWT {}", token("context-qsh", "secret-1"));
+        let ctx = QshPolicy::RequestOrContext;
+        let old = snapshot("secret-1", "enabled");
+        guard_once(&cache, &header, "", &old, ctx, now()).unwrap();
+
+        // A reinstall rotated the secret: the cache reloads the tenant into a new snapshot.
+        let rotated = snapshot("secret-2", "enabled");
+        assert_ne!(old.id(), rotated.id());
+        assert_eq!(
+            guard_once(&cache, &header, "", &rotated, ctx, now()).unwrap_err(),
+            Refusal::Token(JwtError::BadSignature)
+        );
+        // Even the same secret in a new snapshot is verified again, and remembered for it.
+        let reloaded = snapshot("secret-1", "enabled");
+        let (_, recalled) = guard_once(&cache, &header, "", &reloaded, ctx, now()).unwrap();
+        assert!(recalled, "known, but for another snapshot");
+        assert_eq!(
+            cache
+                .get(header.trim_start_matches("JWT "))
+                .map(|k| k.verified_by),
+            Some(reloaded.id())
+        );
+    }
+
+    #[test]
+    fn every_other_check_still_runs_on_a_remembered_token() {
+        let cache = VerifiedTokens::default();
+        let tenant = snapshot("secret-1", "enabled");
+        let header = format!("JWT {}", token("context-qsh", "secret-1"));
+        guard_once(
+            &cache,
+            &header,
+            "",
+            &tenant,
+            QshPolicy::RequestOrContext,
+            now(),
+        )
+        .unwrap();
+
+        // Expired (exp + 60, leeway 30).
+        let later = now() + chrono::Duration::seconds(91);
+        assert_eq!(
+            guard_once(
+                &cache,
+                &header,
+                "",
+                &tenant,
+                QshPolicy::RequestOrContext,
+                later
+            )
+            .unwrap_err(),
+            Refusal::Token(JwtError::Expired)
+        );
+        // A route that refuses context tokens still refuses it.
+        assert_eq!(
+            guard_once(&cache, &header, "", &tenant, QshPolicy::RequestOnly, now()).unwrap_err(),
+            Refusal::Token(JwtError::ContextTokenNotAllowed)
+        );
+        // Uninstalled and disabled tenants are refused.
+        let mut row = blank_row("client-1");
+        row.status = "uninstalled".into();
+        row.shared_secret = None;
+        let gone = Arc::new(TenantSnapshot::new(row, vec![]));
+        assert_eq!(
+            guard_once(
+                &cache,
+                &header,
+                "",
+                &gone,
+                QshPolicy::RequestOrContext,
+                now()
+            )
+            .unwrap_err(),
+            Refusal::Uninstalled
+        );
+        let disabled = snapshot("secret-1", "disabled");
+        assert_eq!(
+            guard_once(
+                &cache,
+                &header,
+                "",
+                &disabled,
+                QshPolicy::RequestOrContext,
+                now()
+            )
+            .unwrap_err(),
+            Refusal::Disabled
+        );
+    }
+
+    #[test]
+    fn query_bound_and_refused_tokens_are_not_remembered() {
+        let cache = VerifiedTokens::default();
+        let tenant = snapshot("secret-1", "enabled");
+        let bound = token(&qsh::qsh("GET", "/api/x", "a=1", ""), "secret-1");
+        guard_once(
+            &cache,
+            &format!("JWT {bound}"),
+            "a=1",
+            &tenant,
+            QshPolicy::RequestOrContext,
+            now(),
+        )
+        .unwrap();
+        assert!(cache.is_empty(), "query-bound tokens are not cached");
+
+        let forged = format!("JWT {}", token("context-qsh", "not-the-secret"));
+        for _ in 0..2 {
+            assert_eq!(
+                guard_once(
+                    &cache,
+                    &forged,
+                    "",
+                    &tenant,
+                    QshPolicy::RequestOrContext,
+                    now()
+                )
+                .unwrap_err(),
+                Refusal::Token(JwtError::BadSignature)
+            );
+        }
+        assert!(cache.is_empty(), "a refused token is never cached");
     }
 }

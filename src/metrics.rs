@@ -1,8 +1,20 @@
 //! Prometheus metrics, rendered at `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
+
+use crate::licensing::Source;
+
+/// Every `source` label of `license_decisions_total`, in [`Metrics::license_decision`]'s order.
+const DECISION_LABELS: [&str; 6] = [
+    "lic",
+    "grant",
+    "access_token",
+    "known_license",
+    "enforcement_off",
+    "unlicensed",
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -14,6 +26,9 @@ pub struct Metrics {
     pub license_decisions: IntCounterVec,
     pub host_license_checks: IntCounterVec,
     pub marketplace_syncs: IntCounterVec,
+    /// `license_decisions_total` per label, resolved once: the guard counts every request,
+    /// and a label lookup (hash and lock) per request is measurable there.
+    decisions: [IntCounter; DECISION_LABELS.len()],
 }
 
 impl Default for Metrics {
@@ -76,7 +91,9 @@ impl Metrics {
         registry
             .register(Box::new(http_latency.clone()))
             .expect("unique metric");
+        let decisions = DECISION_LABELS.map(|label| license_decisions.with_label_values(&[label]));
         Metrics {
+            decisions,
             registry,
             http_requests,
             http_latency,
@@ -86,6 +103,23 @@ impl Metrics {
             host_license_checks,
             marketplace_syncs,
         }
+    }
+
+    /// Counts one license decision: what licensed the request, or `None` when it was refused.
+    pub fn license_decision(&self, licensed_by: Option<Source>) {
+        let index = match licensed_by {
+            Some(Source::Lic) => 0,
+            Some(Source::Grant) => 1,
+            Some(Source::AccessToken) => 2,
+            Some(Source::KnownLicense) => 3,
+            Some(Source::EnforcementOff) => 4,
+            None => 5,
+        };
+        debug_assert_eq!(
+            Some(DECISION_LABELS[index]),
+            licensed_by.map(Source::as_str).or(Some("unlicensed"))
+        );
+        self.decisions[index].inc();
     }
 
     pub fn render(&self) -> String {

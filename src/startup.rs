@@ -35,6 +35,8 @@ pub struct AppState {
     pub tenants: crate::tenants::TenantCache,
     /// Last-seen time and `lic`, written in the background.
     pub seen: crate::tenants::SeenWriter,
+    /// Context tokens whose signature was already checked, with the snapshot that checked it.
+    pub verified_tokens: crate::verified_tokens::VerifiedTokens,
 }
 
 pub type SharedState = web::Data<AppState>;
@@ -78,6 +80,7 @@ impl AppState {
             base_path,
             tenants,
             seen: crate::tenants::SeenWriter::new(),
+            verified_tokens: crate::verified_tokens::VerifiedTokens::default(),
             config,
         })
     }

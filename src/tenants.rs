@@ -43,8 +43,15 @@ const SEEN_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Messages the request path may queue before new ones are dropped (they only say "seen").
 const SEEN_QUEUE: usize = 4096;
 
+/// Source of [`TenantSnapshot::id`].
+static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// One tenant as the request path sees it.
 pub struct TenantSnapshot {
+    /// Unique per snapshot in this process, never reused: a token verified with this
+    /// snapshot's key stays verified exactly as long as requests still find this snapshot
+    /// ([`crate::verified_tokens`]).
+    id: u64,
     /// The row as loaded; holds the shared secret (its `Debug` hides it). Its `lic_*` fields
     /// are as loaded — [`TenantSnapshot::known_license`] also knows what this process saw since.
     pub row: InstallationRow,
@@ -57,8 +64,8 @@ pub struct TenantSnapshot {
     lic: LicCell,
     /// Unix second of the last [`Seen`] queued, so a busy tenant queues one per second.
     seen_queued_at: AtomicI64,
-    /// The HMAC key of the shared secret, made once rather than per request.
-    hs256_key: Option<jsonwebtoken::DecodingKey>,
+    /// The HMAC key of the shared secret, keyed once rather than per request.
+    hs256_key: Option<crate::connect::jwt::Hs256Key>,
 }
 
 impl std::fmt::Debug for TenantSnapshot {
@@ -77,8 +84,9 @@ impl TenantSnapshot {
             .shared_secret
             .as_deref()
             .filter(|s| !s.is_empty())
-            .and_then(|s| jsonwebtoken::DecodingKey::from_secret(s.as_bytes()).ok());
+            .map(|s| crate::connect::jwt::Hs256Key::new(s.as_bytes()));
         TenantSnapshot {
+            id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
             hs256_key,
             status: Status::parse(&row.status),
             client_key: Arc::from(row.client_key.as_str()),
@@ -88,6 +96,11 @@ impl TenantSnapshot {
             grants,
             row,
         }
+    }
+
+    /// This snapshot's identity: a reload of the same tenant gets another one.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn client_key(&self) -> &Arc<str> {
@@ -100,7 +113,7 @@ impl TenantSnapshot {
     }
 
     /// The HS256 key of the shared secret; `None` once uninstalled.
-    pub fn hs256_key(&self) -> Option<&jsonwebtoken::DecodingKey> {
+    pub fn hs256_key(&self) -> Option<&crate::connect::jwt::Hs256Key> {
         self.hs256_key.as_ref()
     }
 

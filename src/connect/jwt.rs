@@ -7,12 +7,15 @@
 //! Time checks take `now` as an argument so that tests and the interop vectors (issued in 2016) can
 //! use a fixed clock; `jsonwebtoken`'s own clock-based checks are switched off.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::qsh::{CONTEXT_QSH, form_decode};
@@ -50,8 +53,8 @@ pub struct Claims {
     pub nbf: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qsh: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Value>,
+    // `context` (user details in old tokens, `{}` in current ones) is not read by anything
+    // here, so it is skipped while parsing rather than built into a JSON tree per request.
 }
 
 /// RFC 7519 NumericDate may be fractional; it is floored so that a fractional `exp` never extends a
@@ -146,17 +149,43 @@ pub struct TokenHeader {
     pub kid: Option<String>,
 }
 
+/// The header as parsed: `alg` borrowed from the decoded bytes when it has no escapes; `kid`
+/// as any JSON value so that a non-string `kid` can be told apart (`InvalidKid`).
 #[derive(Deserialize)]
-struct RawHeader {
-    alg: Option<serde_json::Value>,
+struct RawHeader<'a> {
+    #[serde(borrow)]
+    alg: Option<Cow<'a, str>>,
     kid: Option<serde_json::Value>,
 }
 
+/// Decoded segments up to this size stay on the stack (a product token's claims are ~200
+/// bytes); longer ones are decoded into a heap buffer.
+const STACK_SEGMENT: usize = 768;
+
+/// Decodes one base64url segment and hands the bytes to `parse`, without a heap allocation for
+/// the usual sizes. Padding, other alphabets and non-canonical trailing bits are refused.
+fn with_b64<T>(
+    segment: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, JwtError>,
+) -> Result<T, JwtError> {
+    if segment.len() / 4 * 3 + 3 <= STACK_SEGMENT {
+        let mut buf = [0u8; STACK_SEGMENT];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(segment, &mut buf)
+            .map_err(|_| JwtError::Malformed)?;
+        parse(&buf[..n])
+    } else {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| JwtError::Malformed)?;
+        parse(&bytes)
+    }
+}
+
 fn b64_json<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, JwtError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| JwtError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+    with_b64(segment, |bytes| {
+        serde_json::from_slice(bytes).map_err(|_| JwtError::Malformed)
+    })
 }
 
 /// Decodes header and claims WITHOUT verifying anything, so the caller can pick the tenant by `iss`
@@ -174,16 +203,16 @@ pub fn peek(token: &str) -> Result<(TokenHeader, Claims), JwtError> {
         return Err(JwtError::Malformed);
     };
 
-    let raw: RawHeader = b64_json(header)?;
-    let alg = match raw.alg {
-        Some(serde_json::Value::String(alg)) => alg,
-        _ => return Err(JwtError::Malformed),
-    };
-    let kid = match raw.kid {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(kid)) => Some(kid),
-        Some(_) => return Err(JwtError::InvalidKid),
-    };
+    let (alg, kid) = with_b64(header, |bytes| {
+        let raw: RawHeader<'_> = serde_json::from_slice(bytes).map_err(|_| JwtError::Malformed)?;
+        let alg = raw.alg.ok_or(JwtError::Malformed)?.into_owned();
+        let kid = match raw.kid {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(kid)) => Some(kid),
+            Some(_) => return Err(JwtError::InvalidKid),
+        };
+        Ok((alg, kid))
+    })?;
     let claims: Claims = b64_json(payload)?;
     Ok((TokenHeader { alg, kid }, claims))
 }
@@ -196,9 +225,57 @@ pub fn verify_hs256(token: &str, secret: &[u8]) -> Result<Claims, JwtError> {
     if header.alg != "HS256" {
         return Err(JwtError::bad_algorithm(&header.alg));
     }
-    let key = DecodingKey::from_secret(secret).map_err(|_| JwtError::BadSignature)?;
-    verify_signature(token, &key, Algorithm::HS256)?;
+    Hs256Key::new(secret).verify(token)?;
     Ok(claims)
+}
+
+/// A tenant's HS256 key with the HMAC pads of the secret hashed once ([`hmac::Hmac`] keeps
+/// the keyed state), so that verifying a token costs only its own blocks. Build it once per
+/// secret (the tenant cache does) rather than per request.
+#[derive(Clone)]
+pub struct Hs256Key {
+    /// `None` for an empty secret, which verifies nothing.
+    mac: Option<hmac::Hmac<Sha256>>,
+}
+
+/// The key is a secret: never in a log line.
+impl std::fmt::Debug for Hs256Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hs256Key(..)")
+    }
+}
+
+impl Hs256Key {
+    pub fn new(secret: &[u8]) -> Hs256Key {
+        Hs256Key {
+            mac: (!secret.is_empty())
+                .then(|| hmac::Hmac::<Sha256>::new_from_slice(secret).ok())
+                .flatten(),
+        }
+    }
+
+    /// Checks the signature of `header.claims.signature` in constant time. The caller has
+    /// already pinned the algorithm to HS256 (see [`verify_hs256`]); nothing but the signature
+    /// is checked here. A signature that is not canonical unpadded base64url is malformed.
+    pub fn verify(&self, token: &str) -> Result<(), JwtError> {
+        let (message, signature) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
+        let Some(mac) = &self.mac else {
+            return Err(JwtError::BadSignature);
+        };
+        with_b64(signature, |tag| {
+            let mut mac = mac.clone();
+            mac.update(message.as_bytes());
+            mac.verify_slice(tag).map_err(|_| JwtError::BadSignature)
+        })
+    }
+
+    /// The raw HMAC-SHA256 of `message` (an empty secret signs with an empty key).
+    fn sign(secret: &[u8], message: &[u8]) -> [u8; 32] {
+        let mut mac =
+            hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// Verifies an RS256 token (signed install) with a public key from [`super::install_keys`].
@@ -344,85 +421,62 @@ pub fn check_qsh_with(
 /// ACE) or the `jwt` query parameter (iframes). Two different tokens are refused rather than
 /// choosing one, since which one a proxy or the app would honour is ambiguous (spec §4.2). An
 /// `Authorization` header with another scheme is not ours and is ignored.
-pub fn extract_token(
-    authorization_header: Option<&str>,
-    raw_query: &str,
-) -> Result<Option<String>, JwtError> {
+pub fn extract_token<'a>(
+    authorization_header: Option<&'a str>,
+    raw_query: &'a str,
+) -> Result<Option<Cow<'a, str>>, JwtError> {
     let from_header = match authorization_header.and_then(|h| h.strip_prefix("JWT ")) {
         Some(token) => {
             let token = token.trim();
             if token.is_empty() {
                 return Err(JwtError::Malformed);
             }
-            Some(token.to_owned())
+            Some(token)
         }
         None => None,
     };
 
     let mut from_query: Option<String> = None;
-    for segment in raw_query.split('&').filter(|s| !s.is_empty()) {
-        let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
-        if form_decode(name) != "jwt" {
-            continue;
-        }
-        let value = form_decode(value);
-        if value.is_empty() {
-            return Err(JwtError::Malformed);
-        }
-        match &from_query {
-            Some(previous) if *previous != value => return Err(JwtError::Malformed),
-            _ => from_query = Some(value),
+    if !raw_query.is_empty() {
+        for segment in raw_query.split('&').filter(|s| !s.is_empty()) {
+            let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
+            let is_jwt = if name.contains(['%', '+']) {
+                form_decode(name) == "jwt"
+            } else {
+                name == "jwt"
+            };
+            if !is_jwt {
+                continue;
+            }
+            let value = form_decode(value);
+            if value.is_empty() {
+                return Err(JwtError::Malformed);
+            }
+            match &from_query {
+                Some(previous) if *previous != value => return Err(JwtError::Malformed),
+                _ => from_query = Some(value),
+            }
         }
     }
 
     match (from_header, from_query) {
         (Some(h), Some(q)) if h != q => Err(JwtError::Malformed),
-        (Some(h), _) => Ok(Some(h)),
-        (None, q) => Ok(q),
+        (Some(h), _) => Ok(Some(Cow::Borrowed(h))),
+        (None, q) => Ok(q.map(Cow::Owned)),
     }
 }
 
 /// Signs claims as an HS256 JWT (header `{"alg":"HS256","typ":"JWT"}`).
 ///
-/// HMAC is computed here with `sha2` rather than through `jsonwebtoken`, whose key constructor
+/// HMAC is computed here with `hmac` rather than through `jsonwebtoken`, whose key constructor
 /// refuses an empty secret; this keeps signing infallible. A token signed with an empty secret is
 /// still refused by [`verify_hs256`].
 pub fn sign_hs256(claims: &serde_json::Value, secret: &[u8]) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");
-    let signature = hmac_sha256(secret, signing_input.as_bytes());
+    let signature = Hs256Key::sign(secret, signing_input.as_bytes());
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
-
-/// HMAC-SHA256 per RFC 2104 (checked against RFC 4231 in the tests).
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block_key = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block_key[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block_key[..key.len()].copy_from_slice(key);
-    }
-    let mut inner_pad = [0x36u8; BLOCK];
-    let mut outer_pad = [0x5cu8; BLOCK];
-    for ((i, o), k) in inner_pad
-        .iter_mut()
-        .zip(outer_pad.iter_mut())
-        .zip(block_key)
-    {
-        *i ^= k;
-        *o ^= k;
-    }
-    let inner = Sha256::new()
-        .chain_update(inner_pad)
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(outer_pad)
-        .chain_update(inner)
-        .finalize()
-        .into()
 }
 
 #[cfg(test)]
@@ -466,7 +520,7 @@ mod tests {
         let claims = verify_hs256(INTEROP_TOKEN, INTEROP_SECRET.as_bytes()).expect("valid HMAC");
         assert_eq!(claims.iss.as_deref(), Some("jira:1234-5678-9000"));
         assert_eq!(claims.exp, Some(1_466_731_255));
-        assert_eq!(claims.context, Some(json!({})));
+        assert_eq!(claims.iat, Some(1_466_731_075));
 
         let real_now = chrono::Utc::now().timestamp();
         assert_eq!(check_times(&claims, real_now, 30), Err(JwtError::Expired));
@@ -534,12 +588,12 @@ mod tests {
     fn hmac_matches_rfc_4231() {
         // Test case 2.
         assert_eq!(
-            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            hex::encode(Hs256Key::sign(b"Jefe", b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Test case 6: a key longer than one block is hashed first.
         assert_eq!(
-            hex::encode(hmac_sha256(
+            hex::encode(Hs256Key::sign(
                 &[0xaa; 131],
                 b"Test Using Larger Than Block-Size Key - Hash Key First"
             )),

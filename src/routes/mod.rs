@@ -31,11 +31,15 @@ pub fn mount(cfg: &mut web::ServiceConfig, base_path: &str) {
 
 /// Every route of the service. Library users can mount parts of it themselves: see
 /// [`lifecycle::configure`].
+///
+/// actix tries resources in the order they are registered, so the product routes (every
+/// request of every site's iframe) come before the lifecycle callbacks and the admin scope;
+/// no two of these patterns overlap, so the order changes nothing else.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
+        .configure(product::configure)
         .configure(lifecycle::configure)
-        .configure(admin::configure)
-        .configure(product::configure);
+        .configure(admin::configure);
 }
 
 /// For `.default_service` of a resource: the route exists, the method does not.

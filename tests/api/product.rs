@@ -581,3 +581,53 @@ both_backends! {
         assert_eq!(status, 503, "{body}");
     }
 }
+
+both_backends! {
+    async fn a_reused_context_token_is_checked_again_after_every_change(backend) {
+        // An iframe reuses one context token for all its API calls; the server remembers that
+        // it verified it, but a rotation, a revoked grant, a disable or an uninstall applies
+        // to that same token at once.
+        let app = TestApp::spawn(backend).await;
+        app.install("ck-reuse", SECRET).await;
+        let grant = vendor::grant_free(app.state.as_ref(), "ck-reuse", None, None, "test", Utc::now())
+            .await
+            .unwrap();
+        let token = hs256_context("ck-reuse", SECRET, json!({}));
+        let call = |token: String| {
+            let app = &app;
+            async move { status_and_json(app.get_with_jwt_header("/api/whoami", &token).await).await }
+        };
+        for _ in 0..3 {
+            let (status, body) = call(token.clone()).await;
+            assert_eq!((status, body["license_source"].as_str()), (200, Some("grant")), "{body}");
+        }
+        assert_eq!(app.state.verified_tokens.len(), 1, "the context token is remembered");
+
+        vendor::revoke_grant(app.state.as_ref(), &grant.id, "test", Utc::now())
+            .await
+            .unwrap();
+        let (status, body) = call(token.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("unlicensed")), "{body}");
+        vendor::grant_free(app.state.as_ref(), "ck-reuse", None, None, "test", Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(call(token.clone()).await.0, 200);
+
+        assert_eq!(app.lifecycle("disabled", "ck-reuse", SECRET).await.status(), 204);
+        let (status, body) = call(token.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("tenant_disabled")), "{body}");
+        assert_eq!(app.lifecycle("enabled", "ck-reuse", SECRET).await.status(), 204);
+        assert_eq!(call(token.clone()).await.0, 200);
+
+        // A reinstall rotates the secret: the remembered token is now signed with the old one.
+        app.install("ck-reuse", "rotated-secret").await;
+        let (status, body) = call(token.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{body}");
+        let rotated = hs256_context("ck-reuse", "rotated-secret", json!({}));
+        assert_eq!(call(rotated.clone()).await.0, 200);
+        assert_eq!(call(rotated.clone()).await.0, 200);
+
+        assert_eq!(app.lifecycle("uninstalled", "ck-reuse", "rotated-secret").await.status(), 204);
+        assert_eq!(call(rotated).await.0, 401);
+    }
+}

@@ -1,6 +1,7 @@
 //! The request path's CPU cost: verify-and-decide for one product request — find the token,
 //! decode it, HMAC-SHA256, time checks, qsh of the request, license decision — with the tenant
-//! already in memory (as the cache serves it). Run: `cargo bench --bench verify`.
+//! already in memory (as the cache serves it); and the same for a context token the process
+//! already verified. Run: `cargo bench --bench verify`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,11 +9,12 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use connect_keeper::connect::jwt::{QshPolicy, sign_hs256};
 use connect_keeper::connect::qsh;
-use connect_keeper::guard::{Rules, authorize, present};
+use connect_keeper::guard::{Rules, authorize, present, present_cached, remember};
 use connect_keeper::licensing::{GrantFacts, GrantKind};
 use connect_keeper::registry::lifecycle::RequestParts;
 use connect_keeper::store::installations::tests_support::blank_row;
 use connect_keeper::tenants::TenantSnapshot;
+use connect_keeper::verified_tokens::VerifiedTokens;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
@@ -93,6 +95,50 @@ fn verify(c: &mut Criterion) {
                 authorization: Some(black_box(&ctx_header)),
             };
             let presented = present(&parts).expect("token");
+            let v = authorize(
+                &presented,
+                Some(api_tenant.clone()),
+                &parts,
+                &rules(QshPolicy::RequestOrContext),
+                now,
+            )
+            .expect("verified");
+            assert!(v.decision.licensed);
+            v
+        })
+    });
+
+    // The same API call with a context token the process already verified (an iframe reuses
+    // its token for every call until it nearly expires): the guard's path when the token is
+    // remembered for this tenant snapshot — every check but the HMAC and the decoding.
+    let remembered = VerifiedTokens::default();
+    {
+        let parts = RequestParts {
+            method: "GET",
+            path: "/api/whoami",
+            query: "",
+            authorization: Some(&ctx_header),
+        };
+        let presented = present(&parts).expect("token");
+        let v = authorize(
+            &presented,
+            Some(api_tenant.clone()),
+            &parts,
+            &rules(QshPolicy::RequestOrContext),
+            now,
+        )
+        .expect("verified");
+        remember(&presented, &v, &remembered, now, 30);
+    }
+    c.bench_function("verify_and_decide/api_context_grant_remembered", |b| {
+        b.iter(|| {
+            let parts = RequestParts {
+                method: "GET",
+                path: "/api/whoami",
+                query: "",
+                authorization: Some(black_box(&ctx_header)),
+            };
+            let presented = present_cached(&parts, &remembered).expect("token");
             let v = authorize(
                 &presented,
                 Some(api_tenant.clone()),

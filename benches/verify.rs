@@ -128,7 +128,7 @@ fn verify(c: &mut Criterion) {
             now,
         )
         .expect("verified");
-        remember(&presented, &v, &remembered, now, 30);
+        remember(&presented, &v, &remembered);
     }
     c.bench_function("verify_and_decide/api_context_grant_remembered", |b| {
         b.iter(|| {

@@ -7,6 +7,9 @@
 //!   server at APP_URL (which must be its APP_BASE_URL), grants the tenant free use through a
 //!   second database connection (as the CLI would), waits until `GET /api/whoami` answers 200,
 //!   and prints a context token valid for one hour on stdout.
+//! * `load_setup tokens N` — prints N distinct context tokens of that tenant (valid for one
+//!   hour; they differ by `jti`), one per line: the load of iframes that each present a token
+//!   the server has not seen yet.
 
 use std::time::Duration;
 
@@ -38,7 +41,10 @@ async fn main() -> anyhow::Result<()> {
     {
         ["keys", port_file] => keys(port_file).await,
         ["install", app_url, database_url] => install(app_url, database_url).await,
-        _ => bail!("usage: load_setup keys PORT_FILE | load_setup install APP_URL DATABASE_URL"),
+        ["tokens", count] => tokens(count.parse().context("N must be a number")?),
+        _ => bail!(
+            "usage: load_setup keys PORT_FILE | load_setup install APP_URL DATABASE_URL | load_setup tokens N"
+        ),
     }
 }
 
@@ -124,4 +130,20 @@ async fn install(app_url: &str, database_url: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("GET /api/whoami never answered 200")
+}
+
+fn tokens(count: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let now = Utc::now().timestamp();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for n in 0..count {
+        let token = sign_hs256(
+            &json!({"iss": CLIENT_KEY, "sub": "load-test-user", "qsh": "context-qsh",
+                    "iat": now, "exp": now + 3600, "jti": format!("load-{n}"), "context": {}}),
+            SECRET.as_bytes(),
+        );
+        writeln!(out, "{token}")?;
+    }
+    out.flush()?;
+    Ok(())
 }

@@ -134,13 +134,7 @@ pub fn present_cached<'a>(
 
 /// Remembers a token [`authorize`] accepted with its signature checked, when it is worth it: a
 /// context token (reused by its iframe for many calls) not already known for this snapshot.
-pub fn remember(
-    presented: &Presented<'_>,
-    verified: &Verified,
-    cache: &VerifiedTokens,
-    now: DateTime<Utc>,
-    leeway_secs: u64,
-) {
+pub fn remember(presented: &Presented<'_>, verified: &Verified, cache: &VerifiedTokens) {
     if verified.token_kind == TokenKind::Context
         && presented.verified_by != Some(verified.tenant.id())
     {
@@ -148,8 +142,6 @@ pub fn remember(
             &presented.token,
             presented.claims.clone(),
             verified.tenant.id(),
-            now.timestamp(),
-            leeway_secs,
         );
     }
 }
@@ -425,13 +417,7 @@ async fn check(
         )
     })?;
     let verified = authorize(&presented, tenant, &parts, &rules, now).map_err(refuse)?;
-    remember(
-        &presented,
-        &verified,
-        &state.verified_tokens,
-        now,
-        rules.leeway_secs,
-    );
+    remember(&presented, &verified, &state.verified_tokens);
     state.seen.saw(&verified.tenant, verified.lic, now);
     if guard.license.is_none() {
         return Ok((verified, None));
@@ -1043,7 +1029,7 @@ mod verified_token_tests {
         let presented = present_cached(&parts, cache)?;
         let recalled = presented.verified_by.is_some();
         let verified = authorize(&presented, Some(tenant.clone()), &parts, &rules(policy), at)?;
-        remember(&presented, &verified, cache, at, 30);
+        remember(&presented, &verified, cache);
         Ok((verified, recalled))
     }
 

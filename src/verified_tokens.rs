@@ -15,16 +15,19 @@
 //!
 //! Only context tokens are cached: query-bound tokens are minted per iframe URL and rarely seen
 //! twice. Entries are keyed by the signature segment (short, and only known to someone holding
-//! the token); a hit also compares the whole token. The cache is bounded: when full, expired
-//! tokens are dropped, and if that frees nothing, everything is.
+//! the token); a hit also compares the whole token. The cache is bounded by two generations:
+//! new tokens go into the current one; when it holds half the capacity it becomes the previous
+//! one and the old previous one is dropped — outside the lock, so no request waits for the
+//! freeing of thousands of entries. A token in use is verified again at most once per two
+//! generations.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::connect::jwt::Claims;
 
-/// Enough for the context tokens of ~16k concurrently active iframes; at ~0.5 KiB per entry,
-/// at most ~8 MiB.
+/// At most this many tokens are kept, and at least half as many (the newest): the context
+/// tokens of ~8–16k concurrently active iframes. At ~0.5 KiB per entry, at most ~8 MiB.
 pub const DEFAULT_CAPACITY: usize = 16 * 1024;
 
 /// A token already verified: what [`VerifiedTokens::get`] returns.
@@ -38,14 +41,21 @@ pub struct KnownToken {
 struct Entry {
     token: Box<str>,
     known: KnownToken,
-    /// `exp` plus leeway: after this, no request can accept the token anyway.
-    useless_after: i64,
+}
+
+type Generation = HashMap<Box<str>, Entry>;
+
+#[derive(Default)]
+struct Generations {
+    current: Generation,
+    previous: Generation,
 }
 
 /// See the module documentation. Shared by all workers of the process.
 pub struct VerifiedTokens {
-    entries: RwLock<HashMap<Box<str>, Entry>>,
-    capacity: usize,
+    generations: RwLock<Generations>,
+    /// Entries per generation: half the capacity.
+    per_generation: usize,
 }
 
 impl Default for VerifiedTokens {
@@ -64,10 +74,11 @@ impl std::fmt::Debug for VerifiedTokens {
 }
 
 impl VerifiedTokens {
+    /// A cache of at most `capacity` tokens (at least 2).
     pub fn new(capacity: usize) -> VerifiedTokens {
         VerifiedTokens {
-            entries: RwLock::new(HashMap::new()),
-            capacity: capacity.max(1),
+            generations: RwLock::new(Generations::default()),
+            per_generation: (capacity / 2).max(1),
         }
     }
 
@@ -75,50 +86,53 @@ impl VerifiedTokens {
     /// verified before.
     pub fn get(&self, token: &str) -> Option<KnownToken> {
         let signature = signature_of(token)?;
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.get(signature)?;
+        let generations = self.generations.read().unwrap_or_else(|e| e.into_inner());
+        let entry = generations
+            .current
+            .get(signature)
+            .or_else(|| generations.previous.get(signature))?;
         (*entry.token == *token).then(|| entry.known.clone())
     }
 
     /// Remembers that the key of snapshot `verified_by` verified `token`, whose decoded claims
-    /// are `claims`. `now` and `leeway_secs` bound how long the entry is worth keeping.
-    pub fn insert(
-        &self,
-        token: &str,
-        claims: Arc<Claims>,
-        verified_by: u64,
-        now: i64,
-        leeway_secs: u64,
-    ) {
+    /// are `claims`.
+    pub fn insert(&self, token: &str, claims: Arc<Claims>, verified_by: u64) {
         let Some(signature) = signature_of(token) else {
             return;
         };
-        let useless_after = claims
-            .exp
-            .unwrap_or(now)
-            .saturating_add(i64::try_from(leeway_secs).unwrap_or(i64::MAX));
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity && !entries.contains_key(signature) {
-            entries.retain(|_, e| e.useless_after >= now);
-            if entries.len() >= self.capacity {
-                entries.clear();
+        let entry = Entry {
+            token: token.into(),
+            known: KnownToken {
+                claims,
+                verified_by,
+            },
+        };
+        let retired = {
+            let mut generations = self.generations.write().unwrap_or_else(|e| e.into_inner());
+            let retired = (generations.current.len() >= self.per_generation
+                && !generations.current.contains_key(signature))
+            .then(|| {
+                let full = std::mem::take(&mut generations.current);
+                std::mem::replace(&mut generations.previous, full)
+            });
+            generations.current.insert(signature.into(), entry);
+            retired
+        };
+        // Freed after the lock is released, and off the request's worker thread: thousands of
+        // entries take a millisecond or two to free, a stall for every connection of that worker.
+        if let Some(retired) = retired.filter(|r| !r.is_empty()) {
+            let spawned = std::thread::Builder::new()
+                .name("token-cache-free".into())
+                .spawn(move || drop(retired));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start a thread to free old tokens; freeing inline");
             }
         }
-        entries.insert(
-            signature.into(),
-            Entry {
-                token: token.into(),
-                known: KnownToken {
-                    claims,
-                    verified_by,
-                },
-                useless_after,
-            },
-        );
     }
 
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+        let generations = self.generations.read().unwrap_or_else(|e| e.into_inner());
+        generations.current.len() + generations.previous.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,7 +164,7 @@ mod tests {
     #[test]
     fn a_hit_needs_the_whole_token_not_just_its_signature() {
         let cache = VerifiedTokens::new(8);
-        cache.insert("h.p.sig", claims(1_000), 7, 900, 0);
+        cache.insert("h.p.sig", claims(1_000), 7);
         let hit = cache.get("h.p.sig").expect("same token");
         assert_eq!(hit.verified_by, 7);
         assert_eq!(hit.claims.exp, Some(1_000));
@@ -165,45 +179,51 @@ mod tests {
     #[test]
     fn unsigned_tokens_are_never_stored() {
         let cache = VerifiedTokens::new(8);
-        cache.insert("h.p.", claims(1_000), 1, 900, 0);
-        cache.insert("nodots", claims(1_000), 1, 900, 0);
+        cache.insert("h.p.", claims(1_000), 1);
+        cache.insert("nodots", claims(1_000), 1);
         assert!(cache.is_empty());
     }
 
     #[test]
     fn a_newer_verification_replaces_the_older() {
         let cache = VerifiedTokens::new(8);
-        cache.insert("h.p.sig", claims(1_000), 1, 900, 0);
-        cache.insert("h.p.sig", claims(1_000), 2, 900, 0);
+        cache.insert("h.p.sig", claims(1_000), 1);
+        cache.insert("h.p.sig", claims(1_000), 2);
         assert_eq!(cache.get("h.p.sig").map(|k| k.verified_by), Some(2));
         assert_eq!(cache.len(), 1);
     }
 
     #[test]
-    fn when_full_expired_tokens_go_first_then_everything() {
-        let cache = VerifiedTokens::new(3);
-        cache.insert("a.a.old1", claims(100), 1, 50, 10);
-        cache.insert("a.a.old2", claims(100), 1, 50, 10);
-        cache.insert("a.a.live", claims(1_000), 1, 50, 10);
-        // At 200 the first two ended (exp 100 + leeway 10): they make room.
-        cache.insert("a.a.new", claims(1_000), 1, 200, 10);
+    fn when_full_the_older_generation_goes() {
+        let cache = VerifiedTokens::new(4); // two generations of two
+        cache.insert("a.a.one", claims(1_000), 1);
+        cache.insert("a.a.two", claims(1_000), 1);
         assert_eq!(cache.len(), 2);
-        assert!(cache.get("a.a.old1").is_none());
-        assert!(cache.get("a.a.live").is_some());
-        assert!(cache.get("a.a.new").is_some());
-
-        // Full of live tokens: all are dropped rather than growing past the bound.
-        cache.insert("a.a.more", claims(1_000), 1, 200, 10);
+        // The current generation is full: it becomes the previous one.
+        cache.insert("a.a.three", claims(1_000), 1);
         assert_eq!(cache.len(), 3);
-        cache.insert("a.a.over", claims(1_000), 1, 200, 10);
-        assert_eq!(cache.len(), 1);
-        assert!(cache.get("a.a.over").is_some());
+        for token in ["a.a.one", "a.a.two", "a.a.three"] {
+            assert!(cache.get(token).is_some(), "{token}");
+        }
+        cache.insert("a.a.four", claims(1_000), 1);
+        // Full again: the first two tokens are dropped, never more than the capacity is kept.
+        cache.insert("a.a.five", claims(1_000), 1);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("a.a.one").is_none());
+        assert!(cache.get("a.a.two").is_none());
+        for token in ["a.a.three", "a.a.four", "a.a.five"] {
+            assert!(cache.get(token).is_some(), "{token}");
+        }
+        // Re-verifying a known token does not rotate.
+        cache.insert("a.a.five", claims(1_000), 2);
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get("a.a.five").map(|k| k.verified_by), Some(2));
     }
 
     #[test]
     fn debug_shows_no_token() {
         let cache = VerifiedTokens::new(8);
-        cache.insert("h.p.secret-signature", claims(1_000), 1, 900, 0);
+        cache.insert("h.p.secret-signature", claims(1_000), 1);
         let shown = format!("{cache:?}");
         assert!(!shown.contains("secret-signature"), "{shown}");
         assert!(shown.contains("len: 1"), "{shown}");

@@ -6,7 +6,6 @@
 //! vectors in `tests/fixtures/qsh-vectors.json` confirm.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
 use sha2::{Digest, Sha256};
@@ -41,6 +40,25 @@ pub(crate) fn form_decode(s: &str) -> String {
     percent_decode(spaced.as_bytes())
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// [`form_decode`] that borrows when there is nothing to decode (no `+`, no `%`), the common
+/// case for query names and values.
+fn form_decode_cow(s: &str) -> Cow<'_, str> {
+    if s.contains(['+', '%']) {
+        Cow::Owned(form_decode(s))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Java's `String.compareTo`: by UTF-16 code units. For ASCII that is byte order.
+fn java_string_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.cmp(b)
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
 }
 
 /// The canonical URI (spec §5.2): the raw path relative to the base path, one trailing slash removed,
@@ -84,32 +102,54 @@ pub fn canonical_path(path: &str, base_path: &str) -> String {
 /// parameters are sorted by the Java key `enc(name) + " " + enc(joined values)`, which amounts to
 /// sorting by encoded name.
 pub fn canonical_query(query: &str) -> String {
-    let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for segment in query.split('&').filter(|s| !s.is_empty()) {
-        let (raw_name, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
-        let name = form_decode(raw_name);
-        // The token cannot hash itself; it is dropped by decoded name, as the Java reader does.
-        if name == "jwt" {
-            continue;
-        }
-        params.entry(name).or_default().push(form_decode(raw_value));
-    }
+    let mut out = String::with_capacity(query.len());
+    write_canonical_query(query, &mut out);
+    out
+}
 
-    let mut entries: Vec<(String, String)> = params
-        .into_iter()
-        .map(|(name, mut values)| {
-            values.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            let enc_name = enc(&name);
-            let sort_key = format!("{enc_name} {}", enc(&values.join(",")));
-            let enc_values: Vec<Cow<'_, str>> = values.iter().map(|v| enc(v)).collect();
-            let pair = format!("{enc_name}={}", enc_values.join(","));
-            (sort_key, pair)
+/// Appends the canonical query to `out`. Names and values are decoded and encoded without an
+/// allocation unless they need it; the grouping sorts one list of pairs in place.
+fn write_canonical_query(query: &str, out: &mut String) {
+    // (decoded name, decoded value); the token cannot hash itself, so `jwt` is dropped by
+    // decoded name, as the Java reader does.
+    let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .filter_map(|segment| {
+            let (raw_name, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
+            let name = form_decode_cow(raw_name);
+            (name != "jwt").then(|| (name, form_decode_cow(raw_value)))
         })
         .collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    // Pairs of one name become adjacent, their values in Java's order.
+    params.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| java_string_cmp(&a.1, &b.1)));
 
-    let pairs: Vec<String> = entries.into_iter().map(|(_, pair)| pair).collect();
-    pairs.join("&")
+    // One group per name: (encoded name, its pairs). Groups are ordered by the Java key
+    // `enc(name) + " " + enc(values)`; every character of an encoded name sorts after the
+    // space, so that is the order of the encoded names.
+    let mut groups: Vec<(Cow<'_, str>, &[(Cow<'_, str>, Cow<'_, str>)])> = Vec::new();
+    let mut rest = params.as_slice();
+    while let Some((first, _)) = rest.first() {
+        let len = rest.iter().take_while(|(name, _)| name == first).count();
+        let (group, tail) = rest.split_at(len);
+        groups.push((enc(first), group));
+        rest = tail;
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+
+    for (i, (enc_name, pairs)) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(enc_name);
+        out.push('=');
+        for (j, (_, value)) in pairs.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.extend(utf8_percent_encode(value, QSH_ENCODE_SET));
+        }
+    }
 }
 
 /// The canonical request `METHOD&path&query` (spec §5.1).
@@ -119,12 +159,14 @@ pub fn canonical_query(query: &str) -> String {
 /// `base_path` is the path of the base URL the request is relative to: the app `baseUrl` for inbound
 /// requests, the product `baseUrl` (e.g. `/wiki`) for outbound ones.
 pub fn canonical_request(method: &str, path: &str, query: &str, base_path: &str) -> String {
-    format!(
-        "{}&{}&{}",
-        method.to_ascii_uppercase(),
-        canonical_path(path, base_path),
-        canonical_query(query)
-    )
+    let path = canonical_path(path, base_path);
+    let mut out = String::with_capacity(method.len() + path.len() + query.len() + 2);
+    out.extend(method.chars().map(|c| c.to_ascii_uppercase()));
+    out.push('&');
+    out.push_str(&path);
+    out.push('&');
+    write_canonical_query(query, &mut out);
+    out
 }
 
 /// Lower-case hex SHA-256 of an already canonical request.
@@ -194,6 +236,21 @@ mod tests {
         assert_eq!(
             qsh_for_url("GET", "https://example.com", "https://example.com"),
             "c88caad15a1c1a900b8ac08aa9686f4e8184539bea1deda36e2f649430df3239"
+        );
+    }
+
+    #[test]
+    fn names_sort_by_their_encoded_form_and_a_prefix_first() {
+        // Encoded: %C3%A9, A, a, a-b, b — byte order, a name before the longer names it starts.
+        assert_eq!(
+            canonical_query("b=2&a-b=3&a=1&%C3%A9=x&A=y&c=b&c=a&jwt=t"),
+            "%C3%A9=x&A=y&a=1&a-b=3&b=2&c=a,b"
+        );
+        // Values of one name sort by Java's UTF-16 order: U+FF5E (one unit, 0xFF5E) after
+        // U+1F600 (surrogates, 0xD83D…), although its UTF-8 bytes sort first.
+        assert_eq!(
+            canonical_query("v=%EF%BD%9E&v=%F0%9F%98%80"),
+            "v=%F0%9F%98%80,%EF%BD%9E"
         );
     }
 

@@ -107,12 +107,15 @@ pub fn canonical_query(query: &str) -> String {
     out
 }
 
+/// A query parameter as (decoded name, decoded value).
+type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// Appends the canonical query to `out`. Names and values are decoded and encoded without an
 /// allocation unless they need it; the grouping sorts one list of pairs in place.
 fn write_canonical_query(query: &str, out: &mut String) {
     // (decoded name, decoded value); the token cannot hash itself, so `jwt` is dropped by
     // decoded name, as the Java reader does.
-    let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
+    let mut params: Vec<Param<'_>> = query
         .split('&')
         .filter(|s| !s.is_empty())
         .filter_map(|segment| {
@@ -127,7 +130,7 @@ fn write_canonical_query(query: &str, out: &mut String) {
     // One group per name: (encoded name, its pairs). Groups are ordered by the Java key
     // `enc(name) + " " + enc(values)`; every character of an encoded name sorts after the
     // space, so that is the order of the encoded names.
-    let mut groups: Vec<(Cow<'_, str>, &[(Cow<'_, str>, Cow<'_, str>)])> = Vec::new();
+    let mut groups: Vec<(Cow<'_, str>, &[Param<'_>])> = Vec::new();
     let mut rest = params.as_slice();
     while let Some((first, _)) = rest.first() {
         let len = rest.iter().take_while(|(name, _)| name == first).count();

@@ -253,8 +253,13 @@ pub fn authorize(
 /// the product's `none` must win). No `lic`, or only empty ones: `None`.
 fn bound_lic(query: &str) -> Option<bool> {
     let mut seen = None;
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if name == "lic" && !value.is_empty() {
+    for segment in query.split('&').filter(|s| !s.is_empty()) {
+        let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
+        if qsh::form_decode_cow(name) != "lic" {
+            continue;
+        }
+        let value = qsh::form_decode_cow(value);
+        if !value.is_empty() {
             seen = Some(seen.unwrap_or(true) && value == "active");
         }
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::qsh::{CONTEXT_QSH, form_decode};
+use super::qsh::{CONTEXT_QSH, form_decode_cow};
 
 /// Longer tokens are refused before any decoding work; real Connect tokens are well under 2 KiB.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -436,33 +436,27 @@ pub fn extract_token<'a>(
         None => None,
     };
 
-    let mut from_query: Option<String> = None;
-    if !raw_query.is_empty() {
-        for segment in raw_query.split('&').filter(|s| !s.is_empty()) {
-            let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
-            let is_jwt = if name.contains(['%', '+']) {
-                form_decode(name) == "jwt"
-            } else {
-                name == "jwt"
-            };
-            if !is_jwt {
-                continue;
-            }
-            let value = form_decode(value);
-            if value.is_empty() {
-                return Err(JwtError::Malformed);
-            }
-            match &from_query {
-                Some(previous) if *previous != value => return Err(JwtError::Malformed),
-                _ => from_query = Some(value),
-            }
+    let mut from_query: Option<Cow<'a, str>> = None;
+    for segment in raw_query.split('&').filter(|s| !s.is_empty()) {
+        let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
+        if form_decode_cow(name) != "jwt" {
+            continue;
+        }
+        // A token is base64url and dots: borrowed as is, decoded only if encoded.
+        let value = form_decode_cow(value);
+        if value.is_empty() {
+            return Err(JwtError::Malformed);
+        }
+        match &from_query {
+            Some(previous) if *previous != value => return Err(JwtError::Malformed),
+            _ => from_query = Some(value),
         }
     }
 
     match (from_header, from_query) {
         (Some(h), Some(q)) if h != q => Err(JwtError::Malformed),
         (Some(h), _) => Ok(Some(Cow::Borrowed(h))),
-        (None, q) => Ok(q.map(Cow::Owned)),
+        (None, q) => Ok(q),
     }
 }
 

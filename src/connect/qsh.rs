@@ -44,7 +44,7 @@ pub(crate) fn form_decode(s: &str) -> String {
 
 /// [`form_decode`] that borrows when there is nothing to decode (no `+`, no `%`), the common
 /// case for query names and values.
-fn form_decode_cow(s: &str) -> Cow<'_, str> {
+pub(crate) fn form_decode_cow(s: &str) -> Cow<'_, str> {
     if s.contains(['+', '%']) {
         Cow::Owned(form_decode(s))
     } else {

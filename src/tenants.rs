@@ -132,7 +132,10 @@ impl TenantSnapshot {
     /// True at most once per second: whether this request should queue a [`Seen`].
     fn seen_due(&self, now: DateTime<Utc>) -> bool {
         let second = now.timestamp();
-        self.seen_queued_at.swap(second, Ordering::Relaxed) != second
+        // Read before writing: a busy tenant's requests then share the cache line instead of
+        // each taking it exclusively, and only the first of each second writes.
+        self.seen_queued_at.load(Ordering::Relaxed) != second
+            && self.seen_queued_at.swap(second, Ordering::Relaxed) != second
     }
 }
 

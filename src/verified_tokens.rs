@@ -112,7 +112,9 @@ impl VerifiedTokens {
             let retired = (generations.current.len() >= self.per_generation
                 && !generations.current.contains_key(signature))
             .then(|| {
-                let full = std::mem::take(&mut generations.current);
+                // Sized once for the whole generation: no rehashing while it fills.
+                let fresh = HashMap::with_capacity(self.per_generation);
+                let full = std::mem::replace(&mut generations.current, fresh);
                 std::mem::replace(&mut generations.previous, full)
             });
             generations.current.insert(signature.into(), entry);

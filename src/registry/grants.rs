@@ -143,19 +143,21 @@ pub async fn extend_trial(
         ));
     }
     let reason = text("reason", reason)?;
-    let db = to.db();
-    let row = installations::get(db, client_key)
-        .await?
-        .ok_or_else(|| GrantError::UnknownClient(client_key.to_owned()))?;
-    let facts: Vec<_> = grants::for_client(db, client_key)
-        .await?
-        .iter()
-        .filter_map(GrantRow::facts)
-        .collect();
-    let current_end = licensing::view(&row, &facts, now).effective_trial_end;
-    let ends_at = extended_trial_end(current_end, now, days);
-    let grant =
-        grants::insert_trial_extension(db, client_key, now, ends_at, reason, actor, now).await?;
+    let grant = grants::insert_trial_extension(
+        to.db(),
+        client_key,
+        now,
+        reason,
+        actor,
+        now,
+        |installation, grants| {
+            let facts: Vec<_> = grants.iter().filter_map(GrantRow::facts).collect();
+            let current_end = licensing::view(installation, &facts, now).effective_trial_end;
+            extended_trial_end(current_end, now, days)
+        },
+    )
+    .await?
+    .ok_or_else(|| GrantError::UnknownClient(client_key.to_owned()))?;
     changed(to, client_key).await;
     Ok(grant)
 }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::installations::InstallationRow;
 use super::{Db, WritePool};
 use crate::licensing::{GrantFacts, GrantKind};
 
@@ -35,14 +36,14 @@ impl GrantRow {
 }
 
 /// Every grant of a tenant, oldest first.
+const FOR_CLIENT: &str = "SELECT * FROM grants WHERE client_key = $1 ORDER BY created_at, id";
+
 pub async fn for_client(db: &Db, client_key: &str) -> sqlx::Result<Vec<GrantRow>> {
     crate::on_db!(db, |p| {
-        sqlx::query_as::<_, GrantRow>(
-            "SELECT * FROM grants WHERE client_key = $1 ORDER BY created_at, id",
-        )
-        .bind(client_key)
-        .fetch_all(p)
-        .await
+        sqlx::query_as::<_, GrantRow>(FOR_CLIENT)
+            .bind(client_key)
+            .fetch_all(p)
+            .await
     })
 }
 
@@ -112,30 +113,80 @@ pub async fn insert_free(
     .await
 }
 
-/// Inserts a trial extension covering `[starts_at, ends_at)`, with its audit entry.
+/// Inserts a trial extension from `starts_at`, with its audit entry; `None` when there is no
+/// such installation.
+///
+/// Its end is computed by `ends_at` from the installation and its grants **as read inside the
+/// same write transaction**, with the installation locked (`FOR UPDATE` on PostgreSQL; SQLite's
+/// write transaction holds the database lock). Two extensions made at the same moment (two
+/// staff members, the CLI and the admin API, two instances) therefore both count: the second
+/// starts from the end the first one made.
 pub async fn insert_trial_extension(
     db: &Db,
     client_key: &str,
     starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
     reason: Option<&str>,
     actor: &str,
     now: DateTime<Utc>,
-) -> sqlx::Result<GrantRow> {
-    insert(
-        db,
-        NewGrant {
+    ends_at: impl FnOnce(&InstallationRow, &[GrantRow]) -> DateTime<Utc>,
+) -> sqlx::Result<Option<GrantRow>> {
+    let read_installation = match db {
+        Db::Postgres(_) => "SELECT * FROM installations WHERE client_key = $1 FOR UPDATE",
+        Db::Sqlite(_) => "SELECT * FROM installations WHERE client_key = $1",
+    };
+    let id = super::new_id();
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin_write().await?;
+        let Some(installation) = sqlx::query_as::<_, InstallationRow>(read_installation)
+            .bind(client_key)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let grants = sqlx::query_as::<_, GrantRow>(FOR_CLIENT)
+            .bind(client_key)
+            .fetch_all(&mut *tx)
+            .await?;
+        let g = NewGrant {
             client_key,
             kind: GrantKind::TrialExtension,
             starts_at,
-            ends_at: Some(ends_at),
+            ends_at: Some(ends_at(&installation, &grants)),
             reason,
             created_by: actor,
-        },
-        "trial_extension.create",
-        now,
-    )
-    .await
+        };
+        let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": g.ends_at});
+        sqlx::query(INSERT_GRANT)
+            .bind(&id)
+            .bind(g.client_key)
+            .bind(g.kind.as_str())
+            .bind(g.starts_at)
+            .bind(g.ends_at)
+            .bind(g.reason)
+            .bind(g.created_by)
+            .bind(now)
+            .bind(None::<String>)
+            .execute(&mut *tx)
+            .await?;
+        super::audit::insert(
+            &mut *tx,
+            Some(g.client_key),
+            g.created_by,
+            "trial_extension.create",
+            Some(&id),
+            g.reason,
+            Some(details),
+            now,
+        )
+        .await?;
+        let row = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    })
 }
 
 struct NewGrant<'a> {

@@ -749,3 +749,36 @@ both_backends! {
         }
     }
 }
+
+both_backends! {
+    async fn concurrent_trial_extensions_all_count(backend) {
+        // Five vendors' staff extend the same trial at the same moment: each extension must
+        // start from the end the previous one made, so the trial ends 5 × 10 days out.
+        let app = TestApp::spawn(backend).await;
+        app.install("ck-race", "secret-race").await;
+        // PostgreSQL keeps microseconds.
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        let extensions = (0..5).map(|i| {
+            let state = app.state.clone();
+            async move {
+                connect_keeper::registry::grants::extend_trial(
+                    state.as_ref(),
+                    "ck-race",
+                    10,
+                    Some("race"),
+                    &format!("staff-{i}"),
+                    now,
+                )
+                .await
+            }
+        });
+        let mut ends: Vec<_> = futures::future::join_all(extensions)
+            .await
+            .into_iter()
+            .map(|r| r.expect("extended").ends_at.expect("an end"))
+            .collect();
+        ends.sort();
+        let expected: Vec<_> = (1..=5).map(|n| now + Duration::days(10 * n)).collect();
+        assert_eq!(ends, expected, "each extension counts from the previous end");
+    }
+}

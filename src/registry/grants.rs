@@ -186,11 +186,9 @@ pub async fn grant_free(
         return Err(invalid("ends_at", "must be in the future"));
     }
     let reason = text("reason", reason)?;
-    let db = to.db();
-    if installations::get(db, client_key).await?.is_none() {
-        return Err(GrantError::UnknownClient(client_key.to_owned()));
-    }
-    let grant = grants::insert_free(db, client_key, ends_at, reason, actor, now).await?;
+    let grant = grants::insert_free(to.db(), client_key, ends_at, reason, actor, now)
+        .await?
+        .ok_or_else(|| GrantError::UnknownClient(client_key.to_owned()))?;
     changed(to, client_key).await;
     Ok(grant)
 }

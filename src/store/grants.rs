@@ -87,8 +87,9 @@ pub async fn for_access_token(db: &Db, access_token_id: &str) -> sqlx::Result<Op
 }
 
 /// Inserts a free grant (open-ended when `ends_at` is `None`) starting at `now`, with its
-/// audit entry, in one transaction. The rules (validation, licence view, caches) are in
-/// [`crate::registry::grants`]; call that, not this, from routes and commands.
+/// audit entry, in one transaction; `None` when there is no such installation. The rules
+/// (validation, licence view, caches) are in [`crate::registry::grants`]; call that, not this,
+/// from routes and commands.
 pub async fn insert_free(
     db: &Db,
     client_key: &str,
@@ -96,21 +97,15 @@ pub async fn insert_free(
     reason: Option<&str>,
     actor: &str,
     now: DateTime<Utc>,
-) -> sqlx::Result<GrantRow> {
-    insert(
-        db,
-        NewGrant {
-            client_key,
-            kind: GrantKind::Free,
-            starts_at: now,
-            ends_at,
-            reason,
-            created_by: actor,
-        },
-        "grant.create",
-        now,
-    )
-    .await
+) -> sqlx::Result<Option<GrantRow>> {
+    let g = NewGrant {
+        client_key,
+        kind: GrantKind::Free,
+        starts_at: now,
+        reason,
+        created_by: actor,
+    };
+    insert(db, g, "grant.create", now, |_, _| ends_at).await
 }
 
 /// Inserts a trial extension from `starts_at`, with its audit entry; `None` when there is no
@@ -130,70 +125,27 @@ pub async fn insert_trial_extension(
     now: DateTime<Utc>,
     ends_at: impl FnOnce(&InstallationRow, &[GrantRow]) -> DateTime<Utc>,
 ) -> sqlx::Result<Option<GrantRow>> {
-    let read_installation = match db {
-        Db::Postgres(_) => "SELECT * FROM installations WHERE client_key = $1 FOR UPDATE",
-        Db::Sqlite(_) => "SELECT * FROM installations WHERE client_key = $1",
+    let g = NewGrant {
+        client_key,
+        kind: GrantKind::TrialExtension,
+        starts_at,
+        reason,
+        created_by: actor,
     };
-    let id = super::new_id();
-    crate::on_db!(db, |p| {
-        let mut tx = p.begin_write().await?;
-        let Some(installation) = sqlx::query_as::<_, InstallationRow>(read_installation)
-            .bind(client_key)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let grants = sqlx::query_as::<_, GrantRow>(FOR_CLIENT)
-            .bind(client_key)
-            .fetch_all(&mut *tx)
-            .await?;
-        let g = NewGrant {
-            client_key,
-            kind: GrantKind::TrialExtension,
-            starts_at,
-            ends_at: Some(ends_at(&installation, &grants)),
-            reason,
-            created_by: actor,
-        };
-        let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": g.ends_at});
-        sqlx::query(INSERT_GRANT)
-            .bind(&id)
-            .bind(g.client_key)
-            .bind(g.kind.as_str())
-            .bind(g.starts_at)
-            .bind(g.ends_at)
-            .bind(g.reason)
-            .bind(g.created_by)
-            .bind(now)
-            .bind(None::<String>)
-            .execute(&mut *tx)
-            .await?;
-        super::audit::insert(
-            &mut *tx,
-            Some(g.client_key),
-            g.created_by,
-            "trial_extension.create",
-            Some(&id),
-            g.reason,
-            Some(details),
-            now,
-        )
-        .await?;
-        let row = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(row))
-    })
+    insert(
+        db,
+        g,
+        "trial_extension.create",
+        now,
+        |installation, grants| Some(ends_at(installation, grants)),
+    )
+    .await
 }
 
 struct NewGrant<'a> {
     client_key: &'a str,
     kind: GrantKind,
     starts_at: DateTime<Utc>,
-    ends_at: Option<DateTime<Utc>>,
     reason: Option<&'a str>,
     created_by: &'a str,
 }
@@ -204,22 +156,44 @@ pub(super) const INSERT_GRANT: &str =
                                 created_by, created_at, access_token_id, changed_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)";
 
+/// Inserts a grant and its audit entry in one write transaction; `None` when there is no
+/// such installation. The grant's end is computed by `ends_at` from the installation and its
+/// grants as read inside that transaction, with the installation locked (`FOR UPDATE` on
+/// PostgreSQL; on SQLite the write transaction holds the database lock), so that a decision
+/// based on them cannot be overtaken by a concurrent one.
 async fn insert(
     db: &Db,
     g: NewGrant<'_>,
     action: &str,
     now: DateTime<Utc>,
-) -> sqlx::Result<GrantRow> {
+    ends_at: impl FnOnce(&InstallationRow, &[GrantRow]) -> Option<DateTime<Utc>>,
+) -> sqlx::Result<Option<GrantRow>> {
+    let read_installation = match db {
+        Db::Postgres(_) => "SELECT * FROM installations WHERE client_key = $1 FOR UPDATE",
+        Db::Sqlite(_) => "SELECT * FROM installations WHERE client_key = $1",
+    };
     let id = super::new_id();
-    let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": g.ends_at});
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
+        let Some(installation) = sqlx::query_as::<_, InstallationRow>(read_installation)
+            .bind(g.client_key)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let grants = sqlx::query_as::<_, GrantRow>(FOR_CLIENT)
+            .bind(g.client_key)
+            .fetch_all(&mut *tx)
+            .await?;
+        let ends_at = ends_at(&installation, &grants);
+        let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": ends_at});
         sqlx::query(INSERT_GRANT)
             .bind(&id)
             .bind(g.client_key)
             .bind(g.kind.as_str())
             .bind(g.starts_at)
-            .bind(g.ends_at)
+            .bind(ends_at)
             .bind(g.reason)
             .bind(g.created_by)
             .bind(now)
@@ -242,7 +216,7 @@ async fn insert(
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(row)
+        Ok(Some(row))
     })
 }
 

@@ -79,22 +79,6 @@ impl<'a> Presented<'a> {
         })
     }
 
-    /// The token as [`Presented::parse`] would give it, from what `cache` remembers of it;
-    /// `None` when it does not know this token.
-    pub fn recall(
-        token: Cow<'a, str>,
-        cache: &VerifiedTokens,
-    ) -> Result<Presented<'a>, Cow<'a, str>> {
-        match cache.get(&token) {
-            Some(known) => Ok(Presented {
-                token,
-                claims: known.claims,
-                verified_by: Some(known.verified_by),
-            }),
-            None => Err(token),
-        }
-    }
-
     /// The unverified `iss`: only used to choose the tenant whose secret must verify it.
     pub fn iss(&self) -> &str {
         self.claims.iss.as_deref().unwrap_or_default()
@@ -126,9 +110,14 @@ pub fn present_cached<'a>(
     req: &RequestParts<'a>,
     cache: &VerifiedTokens,
 ) -> Result<Presented<'a>, Refusal> {
-    match Presented::recall(find_token(req)?, cache) {
-        Ok(known) => Ok(known),
-        Err(token) => Presented::parse(token),
+    let token = find_token(req)?;
+    match cache.get(&token) {
+        Some(known) => Ok(Presented {
+            token,
+            claims: known.claims,
+            verified_by: Some(known.verified_by),
+        }),
+        None => Presented::parse(token),
     }
 }
 

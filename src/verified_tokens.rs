@@ -17,9 +17,9 @@
 //! twice. Entries are keyed by the signature segment (short, and only known to someone holding
 //! the token); a hit also compares the whole token. The cache is bounded by two generations:
 //! new tokens go into the current one; when it holds half the capacity it becomes the previous
-//! one and the old previous one is dropped — outside the lock, so no request waits for the
-//! freeing of thousands of entries. A token in use is verified again at most once per two
-//! generations.
+//! one and the old previous one is dropped — outside the lock and on a short-lived thread of
+//! its own, so no request waits for the freeing of thousands of entries. A token in constant
+//! use is verified again once every one or two generations.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -293,10 +293,10 @@ impl Run<'_> {
             tracing::warn!(error = %e, "could not remove the run's staged rows");
         }
         let changed = store::changed_at(db, finished_at).await?;
-        for key in &changed {
-            if let Err(e) = crate::registry::license_view::refresh(db, key).await {
-                tracing::error!(client_key = %key, error = %e, "refreshing the license view failed");
-            }
+        if let Err(e) = crate::registry::license_view::refresh_many(db, &changed).await {
+            // The sweeper and the next change of each tenant recompute it; the sync itself
+            // (the license data) is done.
+            tracing::error!(error = %e, "refreshing the license views after the sync failed");
         }
         tracing::info!(
             pages = seen.len(),

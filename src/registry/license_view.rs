@@ -7,41 +7,37 @@
 use chrono::{DateTime, Utc};
 
 use crate::licensing;
-use crate::store::{Db, grants, installations};
+use crate::store::grants::{self, GrantRow};
+use crate::store::{Db, installations};
+
+/// Tenants recomputed per round: one write transaction that reads their rows and grants and
+/// writes their views.
+const REFRESH_BATCH: usize = 500;
 
 /// Recomputes one tenant's view. Unknown tenants are ignored (a grant cannot exist for one).
 pub async fn refresh(db: &Db, client_key: &str) -> sqlx::Result<()> {
-    let Some(row) = installations::get(db, client_key).await? else {
-        return Ok(());
-    };
-    let facts: Vec<_> = grants::for_client(db, client_key)
-        .await?
-        .iter()
-        .filter_map(grants::GrantRow::facts)
-        .collect();
-    let v = licensing::view(&row, &facts, crate::store::now());
-    crate::on_db!(db, |p| {
-        sqlx::query(
-            "UPDATE installations SET license_state = $2, license_source = $3,
-                 effective_trial_end = $4
-             WHERE client_key = $1",
-        )
-        .bind(client_key)
-        .bind(v.state.as_str())
-        .bind(v.source.map(|s| s.as_str()))
-        .bind(v.effective_trial_end)
-        .execute(p)
-        .await
-        .map(|_| ())
-    })
+    refresh_many(db, &[client_key.to_owned()]).await
+}
+
+/// Recomputes the views of many tenants (after a Marketplace sync, or when grants ran out),
+/// in rounds of [`REFRESH_BATCH`]: one transaction per round rather than three statements
+/// and a commit per tenant. Unknown tenants are ignored.
+pub async fn refresh_many(db: &Db, client_keys: &[String]) -> sqlx::Result<()> {
+    let now = crate::store::now();
+    for chunk in client_keys.chunks(REFRESH_BATCH) {
+        installations::refresh_license_views(db, chunk, |row, grants| {
+            let facts: Vec<_> = grants.iter().filter_map(GrantRow::facts).collect();
+            licensing::view(row, &facts, now)
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Refreshes every tenant whose grant or trial ended in `(after, until]`.
 pub async fn sweep(db: &Db, after: DateTime<Utc>, until: DateTime<Utc>) -> sqlx::Result<usize> {
     let keys = grants::ended_between(db, after, until).await?;
-    for key in &keys {
-        refresh(db, key).await?;
-    }
+    refresh_many(db, &keys).await?;
     Ok(keys.len())
 }
 

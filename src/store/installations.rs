@@ -119,6 +119,75 @@ pub async fn get(db: &Db, client_key: &str) -> sqlx::Result<Option<InstallationR
     })
 }
 
+/// `$1, $2, …, $n`: the placeholders of an `IN` list of `n` values.
+pub(crate) fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Recomputes and stores the materialised license view of these tenants in one write
+/// transaction: their rows and grants are read inside it, with the rows locked (`FOR UPDATE`
+/// on PostgreSQL; SQLite's write transaction holds the database lock), so a view is never
+/// computed from data that a concurrent change has already replaced. Unknown keys are skipped.
+/// Keep `client_keys` to a few hundred: each is one bound parameter.
+pub async fn refresh_license_views(
+    db: &Db,
+    client_keys: &[String],
+    view: impl Fn(&InstallationRow, &[super::grants::GrantRow]) -> crate::licensing::LicenseView,
+) -> sqlx::Result<()> {
+    if client_keys.is_empty() {
+        return Ok(());
+    }
+    let list = placeholders(client_keys.len());
+    let lock = match db {
+        Db::Postgres(_) => " FOR UPDATE",
+        Db::Sqlite(_) => "",
+    };
+    let read_rows = format!("SELECT * FROM installations WHERE client_key IN ({list}){lock}");
+    let read_grants =
+        format!("SELECT * FROM grants WHERE client_key IN ({list}) ORDER BY created_at, id");
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin_write().await?;
+        let mut q = sqlx::query_as::<_, InstallationRow>(sqlx::AssertSqlSafe(read_rows.as_str()));
+        for key in client_keys {
+            q = q.bind(key);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        let mut q =
+            sqlx::query_as::<_, super::grants::GrantRow>(sqlx::AssertSqlSafe(read_grants.as_str()));
+        for key in client_keys {
+            q = q.bind(key);
+        }
+        let mut grants = q.fetch_all(&mut *tx).await?;
+        // Each tenant's grants as one run, in creation order within it. Sorted here (stable)
+        // rather than by SQL, whose collation need not be byte order.
+        grants.sort_by(|a, b| a.client_key.cmp(&b.client_key));
+        for row in &rows {
+            let start = grants.partition_point(|g| g.client_key < row.client_key);
+            let end = start
+                + grants[start..]
+                    .iter()
+                    .take_while(|g| g.client_key == row.client_key)
+                    .count();
+            let v = view(row, &grants[start..end]);
+            sqlx::query(
+                "UPDATE installations SET license_state = $2, license_source = $3,
+                     effective_trial_end = $4
+                 WHERE client_key = $1",
+            )
+            .bind(&row.client_key)
+            .bind(v.state.as_str())
+            .bind(v.source.map(|s| s.as_str()))
+            .bind(v.effective_trial_end)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    })
+}
+
 pub async fn count(db: &Db) -> sqlx::Result<i64> {
     crate::on_db!(db, |p| {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM installations")

@@ -782,3 +782,53 @@ both_backends! {
         assert_eq!(ends, expected, "each extension counts from the previous end");
     }
 }
+
+both_backends! {
+    async fn license_views_are_recomputed_in_batches_per_tenant(backend) {
+        // Keys whose order differs between byte order and a linguistic collation, so that a
+        // grouping that trusted the database's sort order would mix tenants' grants up.
+        let app = TestApp::spawn(backend).await;
+        let keys = ["ck-a", "ck-B", "CK-c", "ck-d"];
+        for key in keys {
+            app.install(key, "secret-views").await;
+        }
+        let now = Utc::now();
+        connect_keeper::registry::grants::grant_free(app.state.as_ref(), "ck-a", None, None, "t", now)
+            .await
+            .unwrap();
+        connect_keeper::registry::grants::extend_trial(app.state.as_ref(), "CK-c", 10, None, "t", now)
+            .await
+            .unwrap();
+        let db = &app.state.db;
+        let state_of = |key: &'static str| async move {
+            connect_keeper::store::installations::get(db, key)
+                .await
+                .unwrap()
+                .unwrap()
+                .license_state
+        };
+        let before: Vec<String> = futures::future::join_all(keys.map(state_of)).await;
+        assert_eq!(before[0], "free");
+        assert_eq!(before[2], "trial");
+        assert_eq!(before[1], "unlicensed");
+
+        // Wipe the stored views, then recompute them all in one batch (plus an unknown key).
+        connect_keeper::store::installations::refresh_license_views(
+            db,
+            &keys.map(String::from),
+            |_, _| connect_keeper::licensing::LicenseView {
+                state: connect_keeper::licensing::LicenseState::Active,
+                source: None,
+                effective_trial_end: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(state_of("ck-B").await, "active");
+        let mut all: Vec<String> = keys.map(String::from).to_vec();
+        all.push("ck-unknown".into());
+        connect_keeper::registry::license_view::refresh_many(db, &all).await.unwrap();
+        let after: Vec<String> = futures::future::join_all(keys.map(state_of)).await;
+        assert_eq!(after, before);
+    }
+}

@@ -139,8 +139,8 @@ pub fn remember(presented: &Presented<'_>, verified: &Verified, cache: &Verified
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub tenant: Arc<TenantSnapshot>,
-    /// The Atlassian account of the user (`sub`), absent for anonymous users.
-    pub account_id: Option<String>,
+    /// The verified claims, shared with the token cache (no copy per request).
+    pub claims: Arc<Claims>,
     pub token_kind: TokenKind,
     /// `Some(active)` when a query-bound token covered a `lic` parameter; `None` for context
     /// tokens, whose query the token does not cover.
@@ -152,6 +152,11 @@ pub struct Verified {
 impl Verified {
     pub fn client_key(&self) -> &str {
         self.tenant.client_key()
+    }
+
+    /// The Atlassian account of the user (`sub`), absent for anonymous users.
+    pub fn account_id(&self) -> Option<&str> {
+        self.claims.sub.as_deref()
     }
 }
 
@@ -229,7 +234,7 @@ pub fn authorize(
         now,
     );
     Ok(Verified {
-        account_id: claims.sub.clone(),
+        claims: claims.clone(),
         tenant,
         token_kind,
         lic,
@@ -642,7 +647,7 @@ mod tests {
                 source: Some(Source::Lic)
             }
         );
-        assert_eq!(v.account_id.as_deref(), Some("acc-1"));
+        assert_eq!(v.account_id(), Some("acc-1"));
 
         let t = bound("/panel", "lic=none");
         let v = run(
@@ -931,7 +936,10 @@ mod tests {
         use actix_web::HttpMessage;
         let verified = Verified {
             tenant: Arc::new(TenantSnapshot::new(blank_row("ck"), vec![])),
-            account_id: Some("acc".into()),
+            claims: Arc::new(Claims {
+                sub: Some("acc".into()),
+                ..Claims::default()
+            }),
             token_kind: TokenKind::Context,
             lic: None,
             decision: Decision {
@@ -947,7 +955,7 @@ mod tests {
         });
         let v = futures::executor::block_on(Verified::extract(&req)).unwrap();
         assert_eq!(v.client_key(), "ck");
-        assert_eq!(v.account_id.as_deref(), Some("acc"));
+        assert_eq!(v.account_id(), Some("acc"));
         assert!(futures::executor::block_on(Licensed::extract(&req)).is_ok());
         // verified only: no `Licensed` can be conjured from it
         let req = actix_web::test::TestRequest::default().to_http_request();
@@ -1038,7 +1046,7 @@ mod verified_token_tests {
         assert!(!recalled, "first sight is verified in full");
         let (v, recalled) = guard_once(&cache, &header, "", &tenant, ctx, now()).unwrap();
         assert!(recalled, "second sight comes from the cache");
-        assert_eq!(v.account_id.as_deref(), Some("acc-1"));
+        assert_eq!(v.account_id(), Some("acc-1"));
         assert_eq!(v.token_kind, TokenKind::Context);
     }
 

@@ -72,7 +72,7 @@ async fn whoami(licensed: Licensed) -> HttpResponse {
     let v = &licensed.verified;
     HttpResponse::Ok().json(WhoAmI {
         client_key: v.client_key(),
-        account_id: v.account_id.as_deref(),
+        account_id: v.account_id(),
         licensed: true,
         license_source: licensed.source.as_str(),
     })

@@ -106,6 +106,8 @@ pub struct TestApp {
     pub base_url: String,
     pub db: Arc<TestDb>,
     pub env: HashMap<String, String>,
+    /// Applied to the `Config` after it is read, on every start (see [`TestApp::spawn_tuned`]).
+    tune: fn(&mut Config),
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -122,6 +124,16 @@ impl TestApp {
 
     /// Starts the app with extra environment variables (as `Config::from_lookup` sees them).
     pub async fn spawn_with(backend: Backend, env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_tuned(backend, env, |_| {}).await
+    }
+
+    /// As [`TestApp::spawn_with`], then `tune` sets `Config` fields that are not environment
+    /// variables (retry delays, timeouts); a [`TestApp::restart`] applies it again.
+    pub async fn spawn_tuned(
+        backend: Backend,
+        env: &[(&str, &str)],
+        tune: fn(&mut Config),
+    ) -> TestApp {
         let db = Arc::new(TestDb::new(backend).await);
         let keys = key_server().await;
         let mut vars: HashMap<String, String> = HashMap::from([
@@ -134,12 +146,18 @@ impl TestApp {
         for (k, v) in env {
             vars.insert(k.to_string(), v.to_string());
         }
-        Self::start(db, keys, vars).await
+        Self::start(db, keys, vars, tune).await
     }
 
-    async fn start(db: Arc<TestDb>, keys: MockServer, env: HashMap<String, String>) -> TestApp {
+    async fn start(
+        db: Arc<TestDb>,
+        keys: MockServer,
+        env: HashMap<String, String>,
+        tune: fn(&mut Config),
+    ) -> TestApp {
         let mut config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
         config.cache_refresh = std::time::Duration::from_millis(500);
+        tune(&mut config);
         let base_url = config
             .app_base_url
             .as_str()
@@ -167,6 +185,7 @@ impl TestApp {
             base_url,
             db,
             env,
+            tune,
             server,
         }
     }
@@ -175,15 +194,14 @@ impl TestApp {
     pub async fn restart(self) -> TestApp {
         let db = self.db.clone();
         let env = self.env.clone();
-        let keys_uri = self.keys.uri();
+        let tune = self.tune;
         self.server.abort();
         self.state.db.close().await;
         // The key server must outlive the old app: build a new one with the same mocks.
         let keys = key_server().await;
         let mut env = env;
         env.insert("INSTALL_KEYS_URL".into(), keys.uri());
-        let _ = keys_uri;
-        Self::start(db, keys, env).await
+        Self::start(db, keys, env, tune).await
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

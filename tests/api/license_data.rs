@@ -5,96 +5,45 @@
 //! §6.2 (license endpoint) and §7.5 (reporting API). Retry delays and the Marketplace timeout
 //! are shortened through `Config` fields that are not environment variables.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::ResponseError;
-use connect_keeper::config::Config;
 use connect_keeper::connect::{jwt, qsh};
 use connect_keeper::marketplace::{self, SyncError};
-use connect_keeper::startup::{AppState, Application};
-use connect_keeper::store::installations::{self, InstallationRow};
+use connect_keeper::store::installations::InstallationRow;
 use connect_keeper::store::marketplace as mp_store;
 use serde_json::{Value, json};
 use wiremock::matchers::{basic_auth, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    APP_KEY, Backend, KID, RSA_PUBLIC, TestDb, eventually, installed_payload, merge,
-    qsh as app_qsh, sign_rs256,
-};
+use crate::helpers::{APP_KEY, Backend, TestApp, eventually, installed_payload, merge, sign_rs256};
 
 const VENDOR: &str = "1234567";
 const MP_USER: &str = "vendor@example.com";
 const MP_TOKEN: &str = "mp-api-token-not-for-logs";
 
-/// The app with short retry delays and Marketplace timeout (the shared harness cannot set
-/// `Config` fields that are not environment variables).
-struct LicApp {
-    state: Arc<AppState>,
-    client: reqwest::Client,
-    address: String,
-    app_base_url: String,
-    _db: TestDb,
-    _keys: MockServer,
-    server: tokio::task::JoinHandle<()>,
-}
+/// The shared harness with short retry delays and Marketplace timeout (`Config` fields that
+/// are not environment variables).
+struct LicApp(TestApp);
 
-impl Drop for LicApp {
-    fn drop(&mut self) {
-        self.server.abort();
+impl std::ops::Deref for LicApp {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.0
     }
 }
 
 impl LicApp {
     async fn spawn(backend: Backend, env: &[(&str, &str)]) -> LicApp {
-        let db = TestDb::new(backend).await;
-        let keys = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(format!("/{KID}")))
-            .respond_with(ResponseTemplate::new(200).set_body_string(RSA_PUBLIC))
-            .mount(&keys)
-            .await;
-        let mut vars: Vec<(String, String)> = vec![
-            ("DATABASE_URL".into(), db.url.clone()),
-            ("BIND_ADDR".into(), "127.0.0.1:0".into()),
-            ("APP_BASE_URL".into(), "https://app.example.test".into()),
-            ("INSTALL_KEYS_URL".into(), keys.uri()),
-        ];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut config = Config::from_lookup(|k| {
-            vars.iter()
-                .rev()
-                .find(|(name, _)| name == k)
-                .map(|(_, v)| v.clone())
-        })
-        .expect("test config");
-        config.cache_refresh = Duration::from_millis(500);
-        config.host_retry_base = Duration::from_millis(50);
-        config.marketplace_timeout = Duration::from_millis(400);
-        config.marketplace_retry_base = Duration::from_millis(10);
-        let app_base_url = config
-            .app_base_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_owned();
-        let app = Application::build(config)
-            .await
-            .expect("application builds");
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let state = app.state();
-        let server = tokio::spawn(async move {
-            let _ = app.run_until_stopped().await;
-        });
-        LicApp {
-            state,
-            client: reqwest::Client::new(),
-            address,
-            app_base_url,
-            _db: db,
-            _keys: keys,
-            server,
-        }
+        LicApp(
+            TestApp::spawn_tuned(backend, env, |config| {
+                config.host_retry_base = Duration::from_millis(50);
+                config.marketplace_timeout = Duration::from_millis(400);
+                config.marketplace_retry_base = Duration::from_millis(10);
+            })
+            .await,
+        )
     }
 
     /// With Marketplace credentials pointing at `mp`.
@@ -112,28 +61,9 @@ impl LicApp {
         .await
     }
 
-    fn claims(&self, client_key: &str, route: &str) -> Value {
-        let now = chrono::Utc::now().timestamp();
-        json!({
-            "iss": client_key,
-            "aud": [self.app_base_url],
-            "qsh": app_qsh("POST", route),
-            "iat": now,
-            "exp": now + 180,
-        })
-    }
-
-    /// A signed `installed`; asserts 204.
+    /// A signed `installed` carrying `body`; asserts 204.
     async fn install(&self, body: &Value) {
-        let client_key = body["clientKey"].as_str().expect("clientKey");
-        let token = sign_rs256(&self.claims(client_key, "/installed"));
-        let res = self.post("/installed", &token, body).await;
-        assert_eq!(
-            res.status(),
-            204,
-            "install: {}",
-            res.text().await.unwrap_or_default()
-        );
+        self.install_payload(body).await;
     }
 
     async fn uninstall(&self, body: &Value) {
@@ -141,25 +71,16 @@ impl LicApp {
         let mut body = body.clone();
         body["eventType"] = json!("uninstalled");
         body.as_object_mut().unwrap().remove("sharedSecret");
-        let token = sign_rs256(&self.claims(client_key, "/uninstalled"));
-        let res = self.post("/uninstalled", &token, &body).await;
+        let token = sign_rs256(&self.install_claims(client_key, "/uninstalled"));
+        let res = self
+            .post_lifecycle("/uninstalled", Some(&token), &body)
+            .await;
         assert_eq!(res.status(), 204);
     }
 
-    async fn post(&self, route: &str, token: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}{route}", self.address))
-            .header("authorization", format!("JWT {token}"))
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
     async fn row(&self, client_key: &str) -> InstallationRow {
-        installations::get(&self.state.db, client_key)
+        self.installation(client_key)
             .await
-            .expect("query")
             .expect("installation exists")
     }
 

@@ -62,6 +62,9 @@ pub enum Command {
     /// Marketplace license data.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// Exit 0 when the server on this machine answers `GET /readyz` with 200 (the database is
+    /// reachable), 1 otherwise: the container's HEALTHCHECK, which needs no shell or curl.
+    Healthcheck,
     /// Development helpers (benchmark data).
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
@@ -258,6 +261,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Healthcheck => healthcheck(config.bind_addr),
         Command::Dev(DevCommand::Seed { count }) => {
             let db = open(&config).await?;
             let started = std::time::Instant::now();
@@ -283,6 +287,40 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     tracing::info!(port = app.port(), "connect-keeper listening");
     app.run_until_stopped().await?;
+    Ok(())
+}
+
+/// Asks the server listening on `bind` (the loopback address when it listens on all
+/// interfaces) for `GET /readyz` over plain HTTP/1.0, within 5 seconds in all. Standard library
+/// only: the check runs every few seconds in the container and must not need anything there.
+fn healthcheck(bind: std::net::SocketAddr) -> anyhow::Result<()> {
+    use std::io::Read;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    let ip = match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, bind.port());
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("healthcheck: cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream
+        .take(4096)
+        .read_to_end(&mut response)
+        .with_context(|| format!("healthcheck: no answer from {addr}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let status_line = text.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status_line.split_whitespace().nth(1) == Some("200"),
+        "healthcheck: GET http://{addr}/readyz answered {status_line:?}"
+    );
     Ok(())
 }
 
@@ -930,6 +968,7 @@ mod tests {
         for args in [
             vec!["connect-keeper"],
             vec!["connect-keeper", "migrate"],
+            vec!["connect-keeper", "healthcheck"],
             vec!["connect-keeper", "admin-token", "create", "--name", "ops"],
             vec!["connect-keeper", "admin-token", "list", "--format", "json"],
             vec!["connect-keeper", "admin-token", "revoke", "ID"],

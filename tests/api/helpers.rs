@@ -52,10 +52,14 @@ pub enum Backend {
     Postgres,
 }
 
-/// A database for one test: a fresh SQLite file, or a fresh PostgreSQL schema.
+/// A database for one test: a fresh SQLite file, or a fresh PostgreSQL schema. Dropping it
+/// removes the database (the temporary folder, or the schema with `DROP SCHEMA … CASCADE`), also
+/// when the test fails, so `cargo test` can run any number of times on one PostgreSQL database.
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// `(TEST_DATABASE_URL, schema)` for PostgreSQL.
+    schema: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -67,6 +71,7 @@ impl TestDb {
                 TestDb {
                     url,
                     _dir: Some(dir),
+                    schema: None,
                 }
             }
             Backend::Postgres => {
@@ -82,11 +87,57 @@ impl TestDb {
                     .expect("create schema");
                 pool.close().await;
                 let sep = if base.contains('?') { '&' } else { '?' };
+                // The schema's name doubles as the connections' application_name, so the drop
+                // below can find the connections the test's app (or its CLI children) left open.
                 TestDb {
-                    url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                    url: format!(
+                        "{base}{sep}application_name={schema}&options=-c%20search_path%3D{schema}"
+                    ),
                     _dir: None,
+                    schema: Some((base, schema)),
                 }
             }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, schema)) = self.schema.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime (or while a panic unwinds it), where blocking on
+        // a future is not allowed: a thread of its own with a small runtime does the work. The
+        // test's app may still hold pooled connections (its tasks are aborted, not joined), and
+        // an open transaction among them would make DROP SCHEMA wait: end them first.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for the schema drop");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&base).await?;
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&schema)
+                .execute(&mut conn)
+                .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("test schema not dropped: {e}"),
+            Err(_) => eprintln!("test schema not dropped: the drop thread panicked"),
         }
     }
 }

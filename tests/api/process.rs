@@ -164,3 +164,39 @@ fn a_missing_descriptor_path_stops_start_up_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DESCRIPTOR_PATH"), "{stderr}");
 }
+
+/// Runs `connect-keeper healthcheck` with `BIND_ADDR` as the container sets it.
+async fn healthcheck(bind_addr: String) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env_clear()
+            .env("BIND_ADDR", bind_addr)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+both_backends! {
+    async fn the_healthcheck_command_passes_only_when_the_server_is_ready(backend) {
+        let app = TestApp::spawn(backend).await;
+        // The container listens on 0.0.0.0: the check asks the loopback address.
+        let out = healthcheck(format!("0.0.0.0:{}", app.port)).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+        // Database gone: /readyz answers 503 and the check fails, naming the answer.
+        app.state.db.close().await;
+        let out = healthcheck(format!("127.0.0.1:{}", app.port)).await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("/readyz") && stderr.contains("503"), "{stderr}");
+
+        // Nothing listening: a non-zero exit naming the address.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let out = healthcheck(free.to_string()).await;
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&free.to_string()));
+    }
+}

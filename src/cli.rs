@@ -65,6 +65,9 @@ pub enum Command {
     /// Exit 0 when the server on this machine answers `GET /readyz` with 200 (the database is
     /// reachable), 1 otherwise: the container's HEALTHCHECK, which needs no shell or curl.
     Healthcheck,
+    /// Secrets at rest (SECRETS_KEY).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Development helpers (benchmark data).
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
@@ -218,6 +221,24 @@ pub enum SyncCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored shared secret under the first key of SECRETS_KEY (plain rows
+    /// included), in batches, while servers keep running. To rotate online: give every
+    /// instance SECRETS_KEY=NEW,OLD (NEW encrypts, both decrypt), run this, then drop OLD.
+    Rotate {
+        /// Encrypt under this key (32 bytes, base64) instead; SECRETS_KEY's keys still decrypt.
+        /// Running instances must already know it, or they cannot read the rotated rows.
+        #[arg(long)]
+        new_key: Option<String>,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t)]
+        format: ItemFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DevCommand {
     /// Insert N synthetic installations (benchmarks only; never on a real database).
     Seed {
@@ -262,6 +283,11 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck => healthcheck(config.bind_addr),
+        Command::Secrets(SecretsCommand::Rotate {
+            new_key,
+            batch,
+            format,
+        }) => secrets_rotate(&config, new_key.as_deref(), batch, format).await,
         Command::Dev(DevCommand::Seed { count }) => {
             let db = open(&config).await?;
             let started = std::time::Instant::now();
@@ -320,6 +346,43 @@ fn healthcheck(bind: std::net::SocketAddr) -> anyhow::Result<()> {
     anyhow::ensure!(
         status_line.split_whitespace().nth(1) == Some("200"),
         "healthcheck: GET http://{addr}/readyz answered {status_line:?}"
+    );
+    Ok(())
+}
+
+async fn secrets_rotate(
+    config: &Config,
+    new_key: Option<&str>,
+    batch: usize,
+    format: ItemFormat,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(batch > 0, "--batch: must be at least 1");
+    let keyring = match new_key {
+        Some(k) => config.secrets.with_primary(
+            crate::secrets::parse_key(k).map_err(|e| anyhow::anyhow!("--new-key: {e}"))?,
+        ),
+        None => (*config.secrets).clone(),
+    };
+    let db = open(config).await?;
+    let summary = crate::secrets::rotate(&db, &keyring, batch).await;
+    db.close().await;
+    let summary = summary?;
+    match format {
+        ItemFormat::Json => println!("{}", serde_json::to_string(&summary)?),
+        ItemFormat::Text => println!(
+            "secrets rotated to key {}: {} rows scanned, {} re-encrypted, {} changed meanwhile \
+             (left as written), {} not decryptable with SECRETS_KEY",
+            keyring.primary_id().unwrap_or("-"),
+            summary.scanned,
+            summary.rewritten,
+            summary.skipped_concurrent,
+            summary.undecryptable
+        ),
+    }
+    anyhow::ensure!(
+        summary.undecryptable == 0,
+        "{} rows could not be decrypted with SECRETS_KEY (see the log); add their key and run again",
+        summary.undecryptable
     );
     Ok(())
 }

@@ -96,6 +96,8 @@ pub struct Config {
     pub marketplace_sync_interval: Duration,
     pub log_format: LogFormat,
     pub descriptor_path: Option<String>,
+    /// `SECRETS_KEY`: the keys that encrypt secrets at rest (empty: stored as they are).
+    pub secrets: std::sync::Arc<crate::secrets::Keyring>,
     /// How often another process's changes are picked up (contract: within 5 s). Not an
     /// environment variable; tests may shorten it.
     pub cache_refresh: Duration,
@@ -223,6 +225,12 @@ impl Config {
             Some(v) => return Err(err("LOG_FORMAT", v, "expected pretty or json".into())),
         };
         let descriptor_path = var("DESCRIPTOR_PATH");
+        let secrets = match var("SECRETS_KEY") {
+            None => crate::secrets::Keyring::empty(),
+            // Never echo the value: it is the key.
+            Some(v) => crate::secrets::Keyring::parse(&v)
+                .map_err(|reason| err("SECRETS_KEY", "***", reason))?,
+        };
         Ok(Config {
             database_url,
             bind_addr,
@@ -238,6 +246,7 @@ impl Config {
             marketplace_sync_interval,
             log_format,
             descriptor_path,
+            secrets: std::sync::Arc::new(secrets),
             cache_refresh: Duration::from_secs(2),
             host_retry_base: Duration::from_secs(30),
             marketplace_timeout: Duration::from_secs(30),
@@ -303,6 +312,7 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("MARKETPLACE_SYNC_INTERVAL_SECS", "0"),
             ("APP_KEY", "has space"),
+            ("SECRETS_KEY", "c2hvcnQ="),
         ] {
             let e = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);

@@ -170,7 +170,8 @@ pub fn backoff(base: Duration, failures: i32, refresh: Duration) -> Duration {
 /// Reads one claimed tenant and records the outcome. Never fails: errors are logged, counted
 /// and scheduled for a retry.
 #[tracing::instrument(skip_all, fields(client_key = %row.client_key))]
-pub async fn check(state: &AppState, row: InstallationRow) {
+pub async fn check(state: &AppState, mut row: InstallationRow) {
+    crate::secrets::open_row_secret(&state.config.secrets, &mut row);
     let Some(secret) = row.shared_secret.as_deref() else {
         return;
     };

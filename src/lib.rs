@@ -20,6 +20,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -68,7 +68,8 @@ impl AppState {
             .context("building the HTTP client")?;
         let install_keys = InstallKeys::new(config.install_keys_url.clone(), http.clone());
         let base_path = config.app_base_url.path().trim_end_matches('/').to_owned();
-        let tenants = crate::tenants::TenantCache::new(db.clone());
+        let tenants = crate::tenants::TenantCache::new(db.clone(), config.secrets.clone());
+        warn_about_secrets(&config, &db).await;
         Ok(AppState {
             app_key,
             db,
@@ -83,6 +84,26 @@ impl AppState {
             verified_tokens: crate::verified_tokens::VerifiedTokens::default(),
             config,
         })
+    }
+}
+
+/// Contract §10: without `SECRETS_KEY` secrets are stored as they are, which is said once at
+/// start-up; with it, rows still in plain text (written before) are counted, so the operator
+/// knows to run `connect-keeper secrets rotate`.
+async fn warn_about_secrets(config: &Config, db: &Db) {
+    if !config.secrets.is_enabled() {
+        tracing::warn!(
+            "SECRETS_KEY is unset: tenants' shared secrets are stored unencrypted in the database"
+        );
+        return;
+    }
+    match crate::store::installations::count_plain_secrets(db).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            rows = n,
+            "shared secrets stored unencrypted: they are encrypted on the next install, or now by `connect-keeper secrets rotate`"
+        ),
+        Err(e) => tracing::warn!(error = %e, "counting unencrypted shared secrets failed"),
     }
 }
 

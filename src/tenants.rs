@@ -197,6 +197,8 @@ pub struct TenantCache {
 
 struct CacheInner {
     db: Db,
+    /// Decrypts each tenant's shared secret once, when it is loaded.
+    secrets: Arc<crate::secrets::Keyring>,
     /// `None` remembers an unknown `iss` too, so junk tokens do not each cost a query; the
     /// cache's admission policy (TinyLFU) keeps a flood of them from evicting real tenants.
     entries: moka::future::Cache<String, Option<Arc<TenantSnapshot>>>,
@@ -213,10 +215,11 @@ struct CacheInner {
 }
 
 impl TenantCache {
-    pub fn new(db: Db) -> TenantCache {
+    pub fn new(db: Db, secrets: Arc<crate::secrets::Keyring>) -> TenantCache {
         TenantCache {
             inner: Arc::new(CacheInner {
                 db,
+                secrets,
                 entries: moka::future::Cache::builder()
                     .max_capacity(100_000)
                     // A safety net only: every change this code knows of invalidates at
@@ -247,7 +250,9 @@ impl TenantCache {
             }
             return Ok(hit);
         }
-        let loaded = load(&self.inner.db, client_key).await?.map(Arc::new);
+        let loaded = load(&self.inner.db, &self.inner.secrets, client_key)
+            .await?
+            .map(Arc::new);
         if self.inner.generation.load(Ordering::Acquire) == generation {
             self.inner
                 .entries
@@ -308,10 +313,15 @@ impl TenantCache {
     }
 }
 
-async fn load(db: &Db, client_key: &str) -> sqlx::Result<Option<TenantSnapshot>> {
-    let Some(row) = installations::get(db, client_key).await? else {
+async fn load(
+    db: &Db,
+    secrets: &crate::secrets::Keyring,
+    client_key: &str,
+) -> sqlx::Result<Option<TenantSnapshot>> {
+    let Some(mut row) = installations::get(db, client_key).await? else {
         return Ok(None);
     };
+    crate::secrets::open_row_secret(secrets, &mut row);
     let facts = grants::for_client(db, client_key)
         .await?
         .iter()

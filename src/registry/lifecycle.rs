@@ -86,7 +86,12 @@ async fn verify_and_apply(
     let stored = payload.stored_json();
     let applied = match event {
         LifecycleEvent::Installed => {
-            let rec = payload.install_record()?;
+            let mut rec = payload.install_record()?;
+            rec.shared_secret = state.config.secrets.seal(
+                crate::secrets::Field::SHARED_SECRET,
+                &rec.client_key,
+                &rec.shared_secret,
+            );
             installations::record_install(&state.db, &rec, iat, &stored, now).await?
         }
         other => {
@@ -151,13 +156,14 @@ async fn verify_token(
                 .iss
                 .as_deref()
                 .ok_or(JwtError::MissingClaim("iss"))?;
-            let tenant = installations::get(&state.db, iss)
+            let mut tenant = installations::get(&state.db, iss)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "tenant lookup failed");
                     JwtError::KeyUnavailable
                 })?
                 .ok_or(JwtError::BadSignature)?;
+            crate::secrets::open_row_secret(&state.config.secrets, &mut tenant);
             let secret = tenant.shared_secret.ok_or(JwtError::BadSignature)?;
             let claims = jwt::verify_hs256(&token, secret.as_bytes())?;
             jwt::check_times(&claims, now, leeway)?;

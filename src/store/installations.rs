@@ -343,6 +343,56 @@ pub async fn record_transition(
     })
 }
 
+/// One page of stored shared secrets, `(client_key, stored value)`, by client key after
+/// `after` ("" for the first page): the batches of `secrets rotate`.
+pub async fn secrets_page(
+    db: &Db,
+    after: &str,
+    limit: usize,
+) -> sqlx::Result<Vec<(String, String)>> {
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT client_key, shared_secret FROM installations
+             WHERE shared_secret IS NOT NULL AND client_key > $1
+             ORDER BY client_key LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(p)
+        .await
+    })
+}
+
+/// Replaces a stored shared secret only if it still is `old` (a compare-and-set, so a
+/// rotation never overwrites a secret that an install wrote meanwhile). `changed_at` is not
+/// bumped: the plain secret is the same, so no cache needs reloading. True when replaced.
+pub async fn replace_secret(db: &Db, client_key: &str, old: &str, new: &str) -> sqlx::Result<bool> {
+    crate::on_db!(db, |p| {
+        sqlx::query(
+            "UPDATE installations SET shared_secret = $3
+             WHERE client_key = $1 AND shared_secret = $2",
+        )
+        .bind(client_key)
+        .bind(old)
+        .bind(new)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    })
+}
+
+/// How many stored shared secrets are not encrypted (start-up warning when a key is set).
+pub async fn count_plain_secrets(db: &Db) -> sqlx::Result<i64> {
+    crate::on_db!(db, |p| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM installations
+             WHERE shared_secret IS NOT NULL AND shared_secret NOT LIKE 'ck1:%'",
+        )
+        .fetch_one(p)
+        .await
+    })
+}
+
 /// Client keys whose decision-relevant data changed at or after `since` (cache refresh).
 pub async fn changed_since(db: &Db, since: DateTime<Utc>) -> sqlx::Result<Vec<String>> {
     crate::on_db!(db, |p| {

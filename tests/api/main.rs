@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod hardening;
 mod license_data;
 mod lifecycle;
 mod process;

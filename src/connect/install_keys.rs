@@ -2,11 +2,21 @@
 //! public key.
 //!
 //! Keys are cached by `kid` because Atlassian never changes the key behind a `kid` (rotation mints a
-//! new one), so a cached key can never be stale; failures are not cached, so an admin who retries an
-//! install after a key-server hiccup gets a fresh attempt.
+//! new one), so a cached key can never be stale; transient failures are not cached, so an admin who
+//! retries an install after a key-server hiccup gets a fresh attempt.
+//!
+//! Anyone can send a signed-install callback with a made-up `kid`, and each one would cost a
+//! request to Atlassian's key server — which may then throttle the app, failing real installs.
+//! So (contract §10): a `kid` the key server said it does not know is remembered as missing for
+//! [`MISSING_TTL`]; all fetches together are limited to [`FetchLimits::per_second`] (a token
+//! bucket with a small burst) and [`FetchLimits::concurrent`] at a time. A fetch over the limit
+//! is not queued: it fails at once as "unavailable" (503, the caller may retry), so a flood
+//! holds neither memory nor outbound connections. The cheap checks (`exp`, `aud`, `qsh`) run
+//! before [`InstallKeys::get`] is called (see `registry::lifecycle`).
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::crypto::CryptoProvider;
@@ -21,6 +31,54 @@ pub const MAX_KID_LEN: usize = 200;
 const MAX_KEY_BODY_BYTES: usize = 16 * 1024;
 const CACHE_CAPACITY: u64 = 1000;
 const CACHE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a `kid` the key server did not know is answered "unknown" without asking again.
+pub const MISSING_TTL: Duration = Duration::from_secs(5 * 60);
+/// Missing kids remembered at most (junk kids are random: bounded, with moka's admission).
+const MISSING_CAPACITY: u64 = 100_000;
+
+/// Limits on outbound key fetches, for all kids together.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// Sustained fetches per second.
+    pub per_second: f64,
+    /// Fetches allowed at once after a quiet period (the bucket's size).
+    pub burst: u32,
+    /// Fetches in flight at the same time.
+    pub concurrent: usize,
+}
+
+impl Default for FetchLimits {
+    /// A real install needs one fetch per new kid, and Atlassian signs with a handful of kids:
+    /// a few per second is far above honest use.
+    fn default() -> Self {
+        FetchLimits {
+            per_second: 2.0,
+            burst: 5,
+            concurrent: 2,
+        }
+    }
+}
+
+/// A token bucket: `take` succeeds when a fetch may start now.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, limits: &FetchLimits, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * limits.per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(limits.burst));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// Checks that a `kid` is a plain key id before it goes anywhere near a URL.
 ///
@@ -48,6 +106,11 @@ pub struct InstallKeys {
     base_url: Url,
     http: reqwest::Client,
     cache: Cache<String, DecodingKey>,
+    /// Kids the key server answered 4xx for (no value: presence is the fact).
+    missing: Cache<String, ()>,
+    limits: FetchLimits,
+    bucket: Arc<Mutex<Bucket>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for InstallKeys {
@@ -63,14 +126,30 @@ impl InstallKeys {
     /// `base_url` is `INSTALL_KEYS_URL` (with or without a trailing slash or a path); the client is
     /// passed in so that timeouts and TLS set-up are decided in one place by the caller.
     pub fn new(base_url: Url, http: reqwest::Client) -> Self {
+        Self::with_limits(base_url, http, FetchLimits::default())
+    }
+
+    /// As [`InstallKeys::new`] with other fetch limits.
+    pub fn with_limits(base_url: Url, http: reqwest::Client, limits: FetchLimits) -> Self {
         let cache = Cache::builder()
             .max_capacity(CACHE_CAPACITY)
             .time_to_live(CACHE_TTL)
+            .build();
+        let missing = Cache::builder()
+            .max_capacity(MISSING_CAPACITY)
+            .time_to_live(MISSING_TTL)
             .build();
         Self {
             base_url,
             http,
             cache,
+            missing,
+            bucket: Arc::new(Mutex::new(Bucket {
+                tokens: f64::from(limits.burst),
+                at: Instant::now(),
+            })),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.concurrent.max(1))),
+            limits,
         }
     }
 
@@ -83,10 +162,39 @@ impl InstallKeys {
     /// the same uncached kid share one fetch.
     pub async fn get(&self, kid: &str) -> Result<DecodingKey, JwtError> {
         validate_kid(kid)?;
-        self.cache
-            .try_get_with_by_ref(kid, self.fetch(kid))
+        if let Some(key) = self.cache.get(kid).await {
+            return Ok(key);
+        }
+        if self.missing.contains_key(kid) {
+            return Err(JwtError::UnknownKid);
+        }
+        let result = self
+            .cache
+            .try_get_with_by_ref(kid, self.limited_fetch(kid))
             .await
-            .map_err(|err| (*err).clone())
+            .map_err(|err| (*err).clone());
+        if matches!(result, Err(JwtError::UnknownKid)) {
+            self.missing.insert(kid.to_owned(), ()).await;
+        }
+        result
+    }
+
+    /// [`Self::fetch`] within the global limits; over them, unavailable at once.
+    async fn limited_fetch(&self, kid: &str) -> Result<DecodingKey, JwtError> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            tracing::warn!("install key fetch refused: too many in flight");
+            return Err(JwtError::KeyUnavailable);
+        };
+        let allowed = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(&self.limits, Instant::now());
+        if !allowed {
+            tracing::warn!("install key fetch refused: over the rate limit");
+            return Err(JwtError::KeyUnavailable);
+        }
+        self.fetch(kid).await
     }
 
     /// `{base}/{kid}` with the kid as exactly one path segment (it is already validated, so it
@@ -196,9 +304,16 @@ mod tests {
         builder.build().expect("reqwest client")
     }
 
+    /// Limits high enough that the tests below are about fetching, not limiting.
+    const GENEROUS: FetchLimits = FetchLimits {
+        per_second: 1000.0,
+        burst: 1000,
+        concurrent: 100,
+    };
+
     fn keys_for(server: &MockServer, suffix: &str) -> InstallKeys {
         let base = Url::parse(&format!("{}{suffix}", server.uri())).expect("base url");
-        InstallKeys::new(base, client(None))
+        InstallKeys::with_limits(base, client(None), GENEROUS)
     }
 
     fn signed_with(private_pem: &[u8], kid: &str) -> String {
@@ -300,12 +415,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn not_found_is_unknown_kid_and_not_cached() {
+    async fn not_found_is_unknown_kid_and_remembered() {
         let server = MockServer::start().await;
         Mock::given(method("GET"))
             .and(path("/nope"))
             .respond_with(ResponseTemplate::new(404))
-            .expect(2)
+            .expect(1)
             .mount(&server)
             .await;
         Mock::given(method("GET"))
@@ -329,7 +444,53 @@ mod tests {
             keys.get("busy").await.unwrap_err(),
             JwtError::KeyUnavailable
         );
+        assert_eq!(
+            keys.get("busy").await.unwrap_err(),
+            JwtError::KeyUnavailable,
+            "a transient failure is not remembered as missing"
+        );
+        assert_eq!(
+            server
+                .received_requests()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| r.url.path() == "/busy")
+                .count(),
+            2
+        );
         server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn fetches_are_rate_and_concurrency_limited() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(404).set_delay(Duration::from_millis(300)))
+            .mount(&server)
+            .await;
+        let base = Url::parse(&server.uri()).expect("base");
+        let limits = FetchLimits {
+            per_second: 1.0,
+            burst: 3,
+            concurrent: 2,
+        };
+        let keys = InstallKeys::with_limits(base, client(None), limits);
+        let kids: Vec<String> = (0..20).map(|i| format!("junk-{i}")).collect();
+        let results = futures::future::join_all(kids.iter().map(|k| keys.get(k))).await;
+        let asked = server.received_requests().await.unwrap().len();
+        assert_eq!(asked, 2, "at most `concurrent` fetches at once");
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Err(JwtError::KeyUnavailable)))
+                .count(),
+            18
+        );
+        // Sequentially: the third fetch empties the bucket, the fourth is refused.
+        assert_eq!(keys.get("junk-a").await.unwrap_err(), JwtError::UnknownKid);
+        assert_eq!(keys.get("junk-b").await.unwrap_err(), JwtError::KeyUnavailable);
+        assert_eq!(server.received_requests().await.unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -143,11 +143,18 @@ async fn verify_token(
     let claims = match header.alg.as_str() {
         "RS256" => {
             let kid = header.kid.as_deref().ok_or(JwtError::MissingKid)?;
+            // Contract §10: what can be checked without the key is checked before the key is
+            // fetched, so a junk token never costs an outbound request. The signature covers
+            // these claims: once it verifies, they are the claims checked here.
+            jwt::check_times(&unverified, now, leeway)?;
+            jwt::check_audience(&unverified, state.config.app_base_url.as_str())?;
+            jwt::check_qsh(
+                &unverified,
+                &qsh::qsh(parts.method, parts.path, parts.query, &state.base_path),
+                QshPolicy::RequestOnly,
+            )?;
             let key = state.install_keys.get(kid).await?;
-            let claims = jwt::verify_rs256(&token, &key)?;
-            jwt::check_times(&claims, now, leeway)?;
-            jwt::check_audience(&claims, state.config.app_base_url.as_str())?;
-            claims
+            jwt::verify_rs256(&token, &key)?
         }
         // A shared-secret token is only meaningful once the tenant exists: never on
         // installed/uninstalled (protocol §3.5 — no trust on first use).
@@ -167,15 +174,15 @@ async fn verify_token(
             let secret = tenant.shared_secret.ok_or(JwtError::BadSignature)?;
             let claims = jwt::verify_hs256(&token, secret.as_bytes())?;
             jwt::check_times(&claims, now, leeway)?;
+            jwt::check_qsh(
+                &claims,
+                &qsh::qsh(parts.method, parts.path, parts.query, &state.base_path),
+                QshPolicy::RequestOnly,
+            )?;
             claims
         }
         other => return Err(JwtError::bad_algorithm(other)),
     };
-    jwt::check_qsh(
-        &claims,
-        &qsh::qsh(parts.method, parts.path, parts.query, &state.base_path),
-        QshPolicy::RequestOnly,
-    )?;
     Ok(claims)
 }
 

@@ -143,3 +143,71 @@ fn a_bad_secrets_key_stops_start_up() {
     assert!(err.contains("SECRETS_KEY"), "{err}");
     assert!(!err.contains("dG9vLXNob3J0LWtleQ"), "{err}");
 }
+
+/// Requests the fake key server got for kids other than the two it knows.
+async fn junk_fetches(app: &TestApp) -> usize {
+    app.keys
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() != format!("/{KID}") && r.url.path() != format!("/{OTHER_KID}"))
+        .count()
+}
+
+/// A signed `installed` for `client_key` whose header names `kid` (signed with the real key,
+/// so only the kid is wrong), with `claims` merged over valid ones.
+async fn install_with_kid(app: &TestApp, kid: &str, extra: serde_json::Value) -> u16 {
+    let mut claims = app.install_claims("ck-junk", "/installed");
+    merge(&mut claims, extra);
+    let token = sign_rs256_with(&claims, kid, RSA_PRIVATE);
+    let body = app.installed_payload("ck-junk", "s");
+    app.post_lifecycle("/installed", Some(&token), &body)
+        .await
+        .status()
+        .as_u16()
+}
+
+both_backends! {
+    /// Finding 3: unknown kids. Cheap checks come before any fetch, an unknown kid is asked
+    /// once, and a flood of random kids makes a bounded number of fetches.
+    async fn unknown_kids_do_not_flood_the_key_server(backend) {
+        let app = TestApp::spawn(backend).await;
+        // Atlassian's own kid, fetched once and kept.
+        app.install("ck-real", "real-secret").await;
+        let now = chrono::Utc::now().timestamp();
+        // Expired, wrong aud, wrong qsh: refused without asking for the key.
+        for extra in [
+            json!({"exp": now - 3600, "iat": now - 7200}),
+            json!({"aud": "https://elsewhere.example"}),
+            json!({"qsh": "0".repeat(64)}),
+        ] {
+            let kid = format!("junk-{}", uuid::Uuid::new_v4());
+            assert_eq!(install_with_kid(&app, &kid, extra).await, 401);
+        }
+        assert_eq!(junk_fetches(&app).await, 0, "cheap checks come first");
+
+        // The same unknown kid twenty times: one fetch.
+        for _ in 0..20 {
+            assert_eq!(install_with_kid(&app, "never-heard-of", json!({})).await, 401);
+        }
+        assert_eq!(junk_fetches(&app).await, 1, "an unknown kid is remembered");
+
+        // 200 random kids at once: a handful of fetches; the rest are refused without one.
+        let started = std::time::Instant::now();
+        let statuses = futures::future::join_all((0..200).map(|_| {
+            let kid = format!("junk-{}", uuid::Uuid::new_v4());
+            let app = &app;
+            async move { install_with_kid(app, &kid, json!({})).await }
+        }))
+        .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(statuses.iter().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+        let fetched = junk_fetches(&app).await - 1;
+        // Default limits: a burst of 5, then 2 per second.
+        let bound = 5 + (2.0 * elapsed).ceil() as usize;
+        assert!(fetched <= bound, "{fetched} fetches in {elapsed:.1}s (bound {bound})");
+        // A kid already known is served from memory: real installs go on during a flood.
+        app.install("ck-real-2", "real-secret").await;
+    }
+}

@@ -357,13 +357,19 @@ mod tests {
         );
         let promoted = old.with_primary(K2);
         assert_eq!(promoted.primary_id(), Some(key_id(&K2).as_str()));
-        assert_eq!(promoted.open(Field::SHARED_SECRET, "ck", &s_old).unwrap(), "s");
+        assert_eq!(
+            promoted.open(Field::SHARED_SECRET, "ck", &s_old).unwrap(),
+            "s"
+        );
     }
 
     #[test]
     fn plain_values_pass_through() {
         let ring = Keyring::new(&[K1]);
-        assert_eq!(ring.open(Field::SHARED_SECRET, "ck", "plain").unwrap(), "plain");
+        assert_eq!(
+            ring.open(Field::SHARED_SECRET, "ck", "plain").unwrap(),
+            "plain"
+        );
         assert!(ring.needs_rewrite("plain"));
         let none = Keyring::empty();
         assert_eq!(none.seal(Field::SHARED_SECRET, "ck", "plain"), "plain");

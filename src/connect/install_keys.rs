@@ -489,7 +489,10 @@ mod tests {
         );
         // Sequentially: the third fetch empties the bucket, the fourth is refused.
         assert_eq!(keys.get("junk-a").await.unwrap_err(), JwtError::UnknownKid);
-        assert_eq!(keys.get("junk-b").await.unwrap_err(), JwtError::KeyUnavailable);
+        assert_eq!(
+            keys.get("junk-b").await.unwrap_err(),
+            JwtError::KeyUnavailable
+        );
         assert_eq!(server.received_requests().await.unwrap().len(), 3);
     }
 

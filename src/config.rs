@@ -9,6 +9,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::forge::ids::{AppId, EnvironmentType};
+
 /// The key of the built-in descriptor, used when `APP_KEY` is unset.
 pub fn descriptor_key(template: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(template)
@@ -98,6 +100,15 @@ pub struct Config {
     pub descriptor_path: Option<String>,
     /// `SECRETS_KEY`: the keys that encrypt secrets at rest (empty: stored as they are).
     pub secrets: std::sync::Arc<crate::secrets::Keyring>,
+    /// `FORGE_APP_ID`: the Forge app ids whose FITs are accepted; empty turns the Forge path
+    /// off (a `Bearer` token is then refused).
+    pub forge_app_ids: Vec<AppId>,
+    /// `FORGE_JWKS_URL`: the key set that signs FITs.
+    pub forge_jwks_url: Url,
+    /// `FORGE_ENVIRONMENTS`: the `app.environment.type` values accepted.
+    pub forge_environments: Vec<EnvironmentType>,
+    /// `FORGE_API_URL`: where the Forge License API lives.
+    pub forge_api_url: Url,
     /// How often another process's changes are picked up (contract: within 5 s). Not an
     /// environment variable; tests may shorten it.
     pub cache_refresh: Duration,
@@ -113,6 +124,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether FITs are accepted at all (`FORGE_APP_ID` set).
+    pub fn forge_enabled(&self) -> bool {
+        !self.forge_app_ids.is_empty()
+    }
+
+    /// What a FIT must satisfy, from the Forge variables and `JWT_LEEWAY_SECS`.
+    pub fn fit_policy(&self) -> crate::forge::fit::FitPolicy {
+        crate::forge::fit::FitPolicy {
+            app_ids: self.forge_app_ids.clone(),
+            environments: self.forge_environments.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -231,7 +256,73 @@ impl Config {
             Some(v) => crate::secrets::Keyring::parse(&v)
                 .map_err(|reason| err("SECRETS_KEY", "***", reason))?,
         };
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let forge_app_ids = match var("FORGE_APP_ID") {
+            None => Vec::new(),
+            Some(v) => {
+                let mut ids = Vec::new();
+                for item in list(&v) {
+                    let id = AppId::parse(&item).ok_or_else(|| {
+                        err(
+                            "FORGE_APP_ID",
+                            &v,
+                            format!(
+                                "{item:?} is not ari:cloud:ecosystem::app/<uuid> or a bare uuid"
+                            ),
+                        )
+                    })?;
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                if ids.is_empty() {
+                    return Err(err("FORGE_APP_ID", &v, "no app id in the list".into()));
+                }
+                ids
+            }
+        };
+        let forge_jwks_url = url(
+            "FORGE_JWKS_URL",
+            "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json",
+        )?;
+        let forge_environments = match var("FORGE_ENVIRONMENTS") {
+            None => vec![EnvironmentType::Production],
+            Some(v) => {
+                let mut envs = Vec::new();
+                for item in list(&v) {
+                    let env = EnvironmentType::parse(&item).ok_or_else(|| {
+                        err(
+                            "FORGE_ENVIRONMENTS",
+                            &v,
+                            format!("{item:?} is not DEVELOPMENT, STAGING or PRODUCTION"),
+                        )
+                    })?;
+                    if !envs.contains(&env) {
+                        envs.push(env);
+                    }
+                }
+                if envs.is_empty() {
+                    return Err(err(
+                        "FORGE_ENVIRONMENTS",
+                        &v,
+                        "no environment in the list".into(),
+                    ));
+                }
+                envs
+            }
+        };
+        let forge_api_url = url("FORGE_API_URL", "https://api.atlassian.com")?;
         Ok(Config {
+            forge_app_ids,
+            forge_jwks_url,
+            forge_environments,
+            forge_api_url,
             database_url,
             bind_addr,
             app_base_url,
@@ -313,12 +404,48 @@ mod tests {
             ("MARKETPLACE_SYNC_INTERVAL_SECS", "0"),
             ("APP_KEY", "has space"),
             ("SECRETS_KEY", "c2hvcnQ="),
+            ("FORGE_APP_ID", "my-app"),
+            ("FORGE_APP_ID", "6f0d9f4c-3c59-4a4e-9b52-2f9c8a1e7d10,nope"),
+            ("FORGE_APP_ID", " , "),
+            ("FORGE_JWKS_URL", "file:///etc/keys"),
+            ("FORGE_ENVIRONMENTS", "PRODUCTON"),
+            ("FORGE_ENVIRONMENTS", ","),
+            ("FORGE_API_URL", "not a url"),
         ] {
             let e = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);
             let text = e.to_string();
             assert!(text.contains(var), "{text}");
         }
+    }
+
+    #[test]
+    fn forge_settings() {
+        let c = cfg(&[]).unwrap();
+        assert!(!c.forge_enabled());
+        assert_eq!(
+            c.forge_jwks_url.as_str(),
+            "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
+        );
+        assert_eq!(c.forge_environments, vec![EnvironmentType::Production]);
+        assert_eq!(c.forge_api_url.as_str(), "https://api.atlassian.com/");
+
+        let uuid = "6f0d9f4c-3c59-4a4e-9b52-2f9c8a1e7d10";
+        let other = "11111111-2222-4333-8444-555555555555";
+        let c = cfg(&[
+            (
+                "FORGE_APP_ID",
+                &format!("ari:cloud:ecosystem::app/{uuid}, {other},{uuid}"),
+            ),
+            ("FORGE_ENVIRONMENTS", "development,STAGING, PRODUCTION"),
+        ])
+        .unwrap();
+        assert!(c.forge_enabled());
+        assert_eq!(
+            c.forge_app_ids,
+            vec![AppId::parse(uuid).unwrap(), AppId::parse(other).unwrap()]
+        );
+        assert_eq!(c.forge_environments.len(), 3);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Where things live:
 //! * [`config`] — configuration from the environment (contract §3).
 //! * [`connect`] — the protocol, pure: qsh, JWT, signed-install keys, outbound signing, descriptor.
+//! * [`forge`] — the Forge Invocation Token, pure, and the Forge key set.
 //! * [`store`] — all SQL, over SQLite or PostgreSQL.
 //! * [`registry`] — lifecycle rules and vendor operations shared by the admin API and the CLI.
 //! * [`routes`] — thin HTTP handlers; [`startup`] wires them into an [`startup::Application`].
@@ -13,6 +14,7 @@ pub mod config;
 pub mod connect;
 pub mod domain;
 pub mod error;
+pub mod forge;
 pub mod guard;
 pub mod host_license;
 pub mod licensing;

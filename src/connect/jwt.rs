@@ -59,7 +59,9 @@ pub struct Claims {
 
 /// RFC 7519 NumericDate may be fractional; it is floored so that a fractional `exp` never extends a
 /// token's life. Anything that is not a number of plausible size makes the token malformed.
-fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
         return Ok(None);
     };

@@ -27,6 +27,19 @@ pub const CLI_ACTOR: &str = "cli";
     about = "Atlassian Connect app backend and installation registry"
 )]
 pub struct Cli {
+    /// The database [default: sqlite://data/connect-keeper.db]
+    ///
+    /// sqlite://rel/path.db, sqlite:///abs/path.db or postgres://user:password@host/db. Only
+    /// `serve` and `migrate` create a SQLite database (and its folder) that does not exist yet.
+    // `hide_env_values`: the variable may hold a password, and --help must not print it.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -263,6 +276,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Grant(cmd) => grant(&config, cmd).await,
         Command::AccessToken(cmd) => access_token(&config, cmd).await,
         Command::Sync(SyncCommand::Marketplace { format }) => {
+            crate::store::require_existing(&config.database_url)?;
             let state = crate::startup::AppState::new(config).await?;
             let summary = crate::marketplace::sync_once(&state).await;
             state.db.close().await;
@@ -310,8 +324,11 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let database = crate::store::describe(&config.database_url);
+    let bind = config.bind_addr;
     let app = Application::build(config).await?;
-    tracing::info!(port = app.port(), "connect-keeper listening");
+    let address = std::net::SocketAddr::new(bind.ip(), app.port());
+    tracing::info!(port = app.port(), %address, %database, "connect-keeper listening");
     app.run_until_stopped().await?;
     Ok(())
 }
@@ -387,11 +404,38 @@ async fn secrets_rotate(
     Ok(())
 }
 
-/// Connects and migrates, so every command works on a fresh database.
+/// Connects to an existing database and migrates it, so every command works on a database
+/// that an older version made. Never creates a SQLite file: see
+/// [`crate::store::require_existing`].
 async fn open(config: &Config) -> anyhow::Result<Db> {
+    crate::store::require_existing(&config.database_url)?;
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await.context("applying migrations")?;
     Ok(db)
+}
+
+/// An error and its causes on one line, each cause said once: sqlx (and other) errors repeat
+/// their source in their own text ("error returned from database: X" caused by X), so a cause
+/// already contained in the text before it is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// Says on stderr which database a list or show command read, so that an empty list or "no
+/// installation" from the wrong database is not taken for a real answer.
+fn say_database(config: &Config) {
+    eprintln!("database: {}", crate::store::describe(&config.database_url));
 }
 
 /// Logging for the short-lived commands: warnings and errors on stderr only, so stdout
@@ -402,6 +446,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .try_init();
 }
 
@@ -432,6 +477,7 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
             }
         }
         AdminTokenCommand::List { format } => {
+            say_database(config);
             let items = vendor::list_admin_tokens(&db).await?;
             let rows = items
                 .iter()
@@ -589,6 +635,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
             }
         }
         AccessTokenCommand::List { format } => {
+            say_database(config);
             let items = vendor::list_access_tokens(&db).await?;
             let rows = items
                 .iter()
@@ -723,6 +770,7 @@ fn installation_cells(i: &Installation) -> Vec<String> {
 
 async fn installations(config: &Config, cmd: InstallationsCommand) -> anyhow::Result<()> {
     let db = open(config).await?;
+    say_database(config);
     let mut out = io::BufWriter::new(io::stdout().lock());
     match cmd {
         InstallationsCommand::List(args) => {

@@ -5,7 +5,13 @@ use connect_keeper::config::Config;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env() {
+    // `--database-url` (clap reads DATABASE_URL into it when the flag is absent) wins over the
+    // environment; everything else comes from the environment (contract §3).
+    let database_url = cli.database_url.clone();
+    let config = match Config::from_lookup(|k| match k {
+        "DATABASE_URL" => database_url.clone(),
+        _ => std::env::var(k).ok(),
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("connect-keeper: {e}");
@@ -21,7 +27,7 @@ async fn main() -> std::process::ExitCode {
     match cli::run(cli, config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("connect-keeper: {e:#}");
+            eprintln!("connect-keeper: {}", cli::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection};
 
 use crate::config::DatabaseUrl;
 
@@ -66,12 +67,30 @@ impl Db {
             DatabaseUrl::Postgres(secret) => {
                 let opts = PgConnectOptions::from_str(secret.expose_secret())
                     .context("parsing DATABASE_URL")?;
+                // One plain connection first, with a short timeout: the pool would retry a
+                // refused connection until its acquire timeout and then report only "pool
+                // timed out"; this says why, at once.
+                let shown = describe(url);
+                match tokio::time::timeout(PG_CONNECT_TIMEOUT, opts.connect()).await {
+                    Err(_) => anyhow::bail!(
+                        "connecting to PostgreSQL {shown}: no answer within {} s",
+                        PG_CONNECT_TIMEOUT.as_secs()
+                    ),
+                    Ok(Err(e)) => {
+                        anyhow::bail!("connecting to PostgreSQL {shown}: {}", first_cause(&e))
+                    }
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                    }
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(opts)
                     .await
-                    .context("connecting to PostgreSQL")?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("connecting to PostgreSQL {shown}: {}", first_cause(&e))
+                    })?;
                 Ok(Db::Postgres(pool))
             }
         }
@@ -105,8 +124,27 @@ impl Db {
     }
 }
 
-/// `sqlite://rel/path.db`, `sqlite:///abs/path.db`, `sqlite:rel.db`, optional `?query`.
-fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
+/// How long the first PostgreSQL connection may take before start-up (or a CLI command) gives
+/// up: a reachable server answers in milliseconds.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first underlying cause of a sqlx error, said once. sqlx's errors repeat their source in
+/// their own text ("error returned from database: X" whose source is X), and a PostgreSQL
+/// error's text adds the line of the server's C source ("… at line 948"), which tells a user
+/// nothing.
+pub fn first_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Tls(t) => format!("TLS: {t}"),
+        sqlx::Error::Configuration(c) => c.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The file of a `sqlite:` URL (`sqlite://rel/path.db`, `sqlite:///abs/path.db`,
+/// `sqlite:rel.db`, optional `?query`); `:memory:` for an in-memory database.
+fn sqlite_path(url: &str) -> anyhow::Result<&str> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -115,6 +153,45 @@ fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
     if path.is_empty() {
         anyhow::bail!("DATABASE_URL={url:?}: no file name");
     }
+    Ok(path)
+}
+
+/// The database a URL opens, for people: a SQLite file as an absolute path (a relative URL
+/// depends on the working directory), a PostgreSQL URL with its password replaced by `***`.
+pub fn describe(url: &DatabaseUrl) -> String {
+    match url {
+        DatabaseUrl::Sqlite(u) => match sqlite_path(u) {
+            Ok(":memory:") | Err(_) => u.clone(),
+            Ok(path) => match std::path::absolute(path) {
+                Ok(abs) => format!("sqlite://{}", abs.display()),
+                Err(_) => u.clone(),
+            },
+        },
+        DatabaseUrl::Postgres(_) => format!("{url:?}"),
+    }
+}
+
+/// Fails, naming the file, when a SQLite URL points at a file that does not exist. Commands
+/// other than `serve` and `migrate` call it first: a mistyped URL or another working directory
+/// must not create an empty database that then looks like an empty registry.
+/// (PostgreSQL never creates a database on connect; a missing one fails in [`Db::connect`].)
+pub fn require_existing(url: &DatabaseUrl) -> anyhow::Result<()> {
+    let DatabaseUrl::Sqlite(u) = url else {
+        return Ok(());
+    };
+    let path = sqlite_path(u)?;
+    if path != ":memory:" && !Path::new(path).exists() {
+        anyhow::bail!(
+            "no SQLite database at {} (from {u}): check --database-url / DATABASE_URL and \
+             the working directory, or create it with `connect-keeper migrate`",
+            describe(url).trim_start_matches("sqlite://")
+        );
+    }
+    Ok(())
+}
+
+fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
+    let path = sqlite_path(url)?;
     let base = if path == ":memory:" {
         SqliteConnectOptions::from_str("sqlite::memory:")?
     } else {

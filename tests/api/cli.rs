@@ -254,17 +254,24 @@ both_backends! {
     }
 }
 
-/// The CLI migrates by itself: it works on a database nothing has touched.
+/// The CLI refuses to create a SQLite database (issue 13: a wrong URL or working directory must
+/// not look like an empty registry); after `migrate` made it, it works on it.
 #[tokio::test]
-async fn cli_works_on_a_fresh_sqlite_database() {
+async fn cli_works_on_a_fresh_sqlite_database_once_migrate_made_it() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/fresh/keeper.db", dir.path().display());
-    let o = run(
-        &url,
-        "https://app.example.test",
-        &["installations", "list", "--format", "json"],
-    )
-    .await;
+    let list = ["installations", "list", "--format", "json"];
+    let o = run(&url, "https://app.example.test", &list).await;
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("no SQLite database at"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("fresh").exists(), "nothing created");
+    let o = run(&url, "https://app.example.test", &["migrate"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&url, "https://app.example.test", &list).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json_out(&stdout(&o)), json!({"items": []}));
     let o = run(&url, "https://app.example.test", &["--help"]).await;

@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod cli_ops;
 mod hardening;
 mod license_data;
 mod lifecycle;

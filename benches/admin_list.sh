@@ -16,6 +16,7 @@ TOKEN=bench-admin-token-not-secret
 U=http://127.0.0.1:$PORT
 
 if [ "${SEED:-1}" = 1 ]; then
+  RUST_LOG=error "$BIN" migrate   # only serve and migrate create a database
   RUST_LOG=error "$BIN" dev seed --count "$COUNT"
 fi
 ADMIN_TOKEN=$TOKEN BIND_ADDR=127.0.0.1:$PORT RUST_LOG=error "$BIN" serve &

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use connect_keeper::connect::jwt::{QshPolicy, sign_hs256};
 use connect_keeper::connect::qsh;
+use connect_keeper::domain::{GrantKind, Status};
 use connect_keeper::guard::{Rules, authorize, present, present_cached, remember};
-use connect_keeper::licensing::{GrantFacts, GrantKind};
+use connect_keeper::licensing::{GrantFacts, Observations};
 use connect_keeper::registry::lifecycle::RequestParts;
-use connect_keeper::store::installations::tests_support::blank_row;
-use connect_keeper::tenants::TenantSnapshot;
+use connect_keeper::tenants::{TenantRecord, TenantSnapshot};
 use connect_keeper::verified_tokens::VerifiedTokens;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -26,9 +26,19 @@ const PANEL_QUERY: &str = "issueKey=ACME-42&projectKey=ACME&xdm_e=https%3A%2F%2F
 &lic=active&cv=1001.0.0-SNAPSHOT";
 
 fn tenant(grants: Vec<GrantFacts>) -> Arc<TenantSnapshot> {
-    let mut row = blank_row(CLIENT_KEY);
-    row.shared_secret = Some(SECRET.into());
-    Arc::new(TenantSnapshot::new(row, grants))
+    let record = TenantRecord {
+        client_key: CLIENT_KEY.into(),
+        base_url: "https://acme-corp.atlassian.net".into(),
+        product_type: "jira".into(),
+        shared_secret: Some(SECRET.into()),
+        status: Some(Status::Enabled),
+        ..TenantRecord::default()
+    };
+    Arc::new(TenantSnapshot::new(
+        record,
+        &Observations::default(),
+        grants,
+    ))
 }
 
 fn verify(c: &mut Criterion) {

@@ -62,8 +62,8 @@ async fn stats(licensed: Licensed) -> HttpResponse {
     let tenant = &licensed.verified.tenant;
     HttpResponse::Ok().json(serde_json::json!({
         "client_key": licensed.verified.client_key(),
-        "product": tenant.row.product_type,
-        "base_url": tenant.row.base_url,
+        "product": tenant.product_type(),
+        "base_url": tenant.base_url(),
     }))
 }
 

@@ -60,6 +60,69 @@ impl LifecycleEvent {
     }
 }
 
+/// The kind of a vendor grant: what the licence rules ([`crate::licensing`]) and the store
+/// both name, so it lives here rather than in either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    Free,
+    TrialExtension,
+    AccessToken,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Free => "free",
+            GrantKind::TrialExtension => "trial_extension",
+            GrantKind::AccessToken => "access_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrantKind> {
+        [
+            GrantKind::Free,
+            GrantKind::TrialExtension,
+            GrantKind::AccessToken,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// The registry's license state of an installation, computed by [`crate::licensing::view`]
+/// and stored (materialised) so the admin filters are plain SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseState {
+    Active,
+    Trial,
+    Free,
+    Unlicensed,
+}
+
+impl LicenseState {
+    pub const ALL: [LicenseState; 4] = [
+        LicenseState::Active,
+        LicenseState::Trial,
+        LicenseState::Free,
+        LicenseState::Unlicensed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseState::Active => "active",
+            LicenseState::Trial => "trial",
+            LicenseState::Free => "free",
+            LicenseState::Unlicensed => "unlicensed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LicenseState> {
+        LicenseState::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// The lower-case host of a URL, used to join Marketplace rows by `cloudSiteHostname`.
 pub fn host_of(url: &str) -> Option<String> {
     url::Url::parse(url)

@@ -206,7 +206,7 @@ pub fn authorize(
     now: DateTime<Utc>,
 ) -> Result<Verified, Refusal> {
     let tenant = tenant.ok_or(Refusal::UnknownIssuer)?;
-    if tenant.status == Some(Status::Uninstalled) || tenant.status.is_none() {
+    if tenant.status() == Some(Status::Uninstalled) || tenant.status().is_none() {
         return Err(Refusal::Uninstalled);
     }
     let key = tenant.hs256_key().ok_or(Refusal::Uninstalled)?;
@@ -219,7 +219,7 @@ pub fn authorize(
     let token_kind = jwt::check_qsh_with(claims, rules.policy, || {
         qsh::qsh(req.method, req.path, req.query, rules.base_path)
     })?;
-    if tenant.status == Some(Status::Disabled) {
+    if tenant.status() == Some(Status::Disabled) {
         return Err(Refusal::Disabled);
     }
     let lic = match token_kind {
@@ -228,7 +228,7 @@ pub fn authorize(
     };
     let decision = licensing::decide(
         rules.enforcement,
-        &tenant.grants,
+        tenant.grants(),
         lic.map(|active| if active { "active" } else { "none" }),
         tenant.known_license().as_ref(),
         now,
@@ -562,8 +562,9 @@ impl FromRequest for Licensed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::licensing::{GrantFacts, GrantKind};
-    use crate::store::installations::tests_support::blank_row;
+    use crate::domain::GrantKind;
+    use crate::licensing::{GrantFacts, Observations};
+    use crate::tenants::TenantRecord;
     use chrono::TimeZone;
     use serde_json::json;
 
@@ -573,11 +574,22 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap()
     }
 
+    fn record(secret: Option<&str>, status: Status) -> TenantRecord {
+        TenantRecord {
+            client_key: "client-1".into(),
+            shared_secret: secret.map(str::to_owned),
+            status: Some(status),
+            ..TenantRecord::default()
+        }
+    }
+
     fn tenant(status: &str, grants: Vec<GrantFacts>) -> Arc<TenantSnapshot> {
-        let mut row = blank_row("client-1");
-        row.status = status.into();
-        row.shared_secret = Some(SECRET.into());
-        Arc::new(TenantSnapshot::new(row, grants))
+        let record = record(Some(SECRET), Status::parse(status).unwrap());
+        Arc::new(TenantSnapshot::new(
+            record,
+            &Observations::default(),
+            grants,
+        ))
     }
 
     fn rules(policy: QshPolicy) -> Rules<'static> {
@@ -842,9 +854,12 @@ mod tests {
             ));
         }
         // A tenant with an empty secret verifies nothing, not even a token "signed" with it.
-        let mut row = blank_row("client-1");
-        row.shared_secret = Some(String::new());
-        let empty = Some(Arc::new(TenantSnapshot::new(row, vec![])));
+        let record = record(Some(""), Status::Enabled);
+        let empty = Some(Arc::new(TenantSnapshot::new(
+            record,
+            &Observations::default(),
+            vec![],
+        )));
         let t = token("context-qsh", 60, "");
         assert_eq!(
             run(None, Some(&t), "/api/whoami", "", empty, policy).unwrap_err(),
@@ -935,7 +950,14 @@ mod tests {
     fn one_extension_serves_both_extractors() {
         use actix_web::HttpMessage;
         let verified = Verified {
-            tenant: Arc::new(TenantSnapshot::new(blank_row("ck"), vec![])),
+            tenant: Arc::new(TenantSnapshot::new(
+                TenantRecord {
+                    client_key: "ck".into(),
+                    ..TenantRecord::default()
+                },
+                &Observations::default(),
+                vec![],
+            )),
             claims: Arc::new(Claims {
                 sub: Some("acc".into()),
                 ..Claims::default()
@@ -981,7 +1003,9 @@ mod verified_token_tests {
     //! The guard's use of [`VerifiedTokens`]: the HMAC is skipped only for the snapshot that
     //! checked it, and every other check still runs on every request.
     use super::*;
-    use crate::store::installations::tests_support::blank_row;
+    use crate::domain::Status;
+    use crate::licensing::Observations;
+    use crate::tenants::TenantRecord;
     use chrono::TimeZone;
     use serde_json::json;
 
@@ -990,10 +1014,17 @@ mod verified_token_tests {
     }
 
     fn snapshot(secret: &str, status: &str) -> Arc<TenantSnapshot> {
-        let mut row = blank_row("client-1");
-        row.status = status.into();
-        row.shared_secret = Some(secret.into());
-        Arc::new(TenantSnapshot::new(row, vec![]))
+        let record = TenantRecord {
+            client_key: "client-1".into(),
+            shared_secret: Some(secret.into()),
+            status: Status::parse(status),
+            ..TenantRecord::default()
+        };
+        Arc::new(TenantSnapshot::new(
+            record,
+            &Observations::default(),
+            vec![],
+        ))
     }
 
     fn token(qsh: &str, secret: &str) -> String {
@@ -1112,10 +1143,16 @@ mod verified_token_tests {
             Refusal::Token(JwtError::ContextTokenNotAllowed)
         );
         // Uninstalled and disabled tenants are refused.
-        let mut row = blank_row("client-1");
-        row.status = "uninstalled".into();
-        row.shared_secret = None;
-        let gone = Arc::new(TenantSnapshot::new(row, vec![]));
+        let record = TenantRecord {
+            client_key: "client-1".into(),
+            status: Some(Status::Uninstalled),
+            ..TenantRecord::default()
+        };
+        let gone = Arc::new(TenantSnapshot::new(
+            record,
+            &Observations::default(),
+            vec![],
+        ));
         assert_eq!(
             guard_once(
                 &cache,

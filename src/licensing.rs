@@ -8,35 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::store::installations::InstallationRow;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantKind {
-    Free,
-    TrialExtension,
-    AccessToken,
-}
-
-impl GrantKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantKind::Free => "free",
-            GrantKind::TrialExtension => "trial_extension",
-            GrantKind::AccessToken => "access_token",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<GrantKind> {
-        [
-            GrantKind::Free,
-            GrantKind::TrialExtension,
-            GrantKind::AccessToken,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
+use crate::domain::{GrantKind, LicenseState};
 
 /// What the rules need to know of a grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,41 +47,66 @@ pub struct LicenseData {
     pub evaluation: bool,
 }
 
-/// The three observations a row holds, each when present.
-pub fn observations(row: &InstallationRow) -> [Option<LicenseData>; 3] {
-    let lic = match (&row.lic_last_seen, row.lic_seen_at) {
-        (Some(lic), Some(at)) => Some(LicenseData {
-            source: DataSource::Lic,
-            at,
-            active: lic == "active",
-            evaluation: false,
-        }),
-        _ => None,
-    };
-    let host = match (row.host_license_active, row.host_checked_at) {
-        (Some(active), Some(at)) => Some(LicenseData {
-            source: DataSource::Host,
-            at,
-            active,
-            evaluation: row.host_license_evaluation.unwrap_or(false),
-        }),
-        _ => None,
-    };
-    // The Marketplace's own `lastUpdated` says when its data changed; it lags the product
-    // by up to a day, so it only wins over a product read made before that change.
-    let mp = match (&row.mp_status, row.mp_last_updated.or(row.mp_synced_at)) {
-        (Some(status), Some(at)) => Some(LicenseData {
-            source: DataSource::Marketplace,
-            at,
-            active: status.eq_ignore_ascii_case("active"),
-            evaluation: row
-                .mp_license_type
-                .as_deref()
-                .is_some_and(is_evaluation_type),
-        }),
-        _ => None,
-    };
-    [lic, host, mp]
+/// What is known of a tenant's license, as recorded: the input of [`view`] and
+/// [`known_license`]. The store fills it from the installation row
+/// (`InstallationRow::observations`); tests and benches build it directly. The fields are the
+/// facts as stored, so that what they mean (`lic` is `"active"` or not; which Marketplace
+/// time counts) is decided here, once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observations {
+    /// The last `lic` bound by a verified, query-bound token, and when it was seen.
+    pub lic: Option<String>,
+    pub lic_seen_at: Option<DateTime<Utc>>,
+    /// The product's license endpoint: active, evaluation, and when it was read.
+    pub host_active: Option<bool>,
+    pub host_evaluation: Option<bool>,
+    pub host_checked_at: Option<DateTime<Utc>>,
+    /// The Marketplace reporting API: `status`, `licenseType`, its own `lastUpdated`, when
+    /// this service synced it, and the evaluation's end.
+    pub mp_status: Option<String>,
+    pub mp_license_type: Option<String>,
+    pub mp_last_updated: Option<DateTime<Utc>>,
+    pub mp_synced_at: Option<DateTime<Utc>>,
+    pub mp_trial_end: Option<DateTime<Utc>>,
+}
+
+impl Observations {
+    /// The three observations, each when present: `[lic, host, marketplace]`.
+    pub fn data(&self) -> [Option<LicenseData>; 3] {
+        let lic = match (&self.lic, self.lic_seen_at) {
+            (Some(lic), Some(at)) => Some(LicenseData {
+                source: DataSource::Lic,
+                at,
+                active: lic == "active",
+                evaluation: false,
+            }),
+            _ => None,
+        };
+        let host = match (self.host_active, self.host_checked_at) {
+            (Some(active), Some(at)) => Some(LicenseData {
+                source: DataSource::Host,
+                at,
+                active,
+                evaluation: self.host_evaluation.unwrap_or(false),
+            }),
+            _ => None,
+        };
+        // The Marketplace's own `lastUpdated` says when its data changed; it lags the product
+        // by up to a day, so it only wins over a product read made before that change.
+        let mp = match (&self.mp_status, self.mp_last_updated.or(self.mp_synced_at)) {
+            (Some(status), Some(at)) => Some(LicenseData {
+                source: DataSource::Marketplace,
+                at,
+                active: status.eq_ignore_ascii_case("active"),
+                evaluation: self
+                    .mp_license_type
+                    .as_deref()
+                    .is_some_and(is_evaluation_type),
+            }),
+            _ => None,
+        };
+        [lic, host, mp]
+    }
 }
 
 /// Whether a Marketplace `licenseType` is a trial: `EVALUATION`, and the variants the
@@ -118,7 +115,10 @@ pub fn is_evaluation_type(license_type: &str) -> bool {
     license_type.to_ascii_uppercase().contains("EVALUATION")
 }
 
-fn newest(items: impl IntoIterator<Item = Option<LicenseData>>) -> Option<LicenseData> {
+/// The newest of some observations: the latest `at`, and on a tie the later [`DataSource`]
+/// (Marketplace over the product over `lic`). The one ordering of observations, used here and
+/// by the tenant cache ([`crate::tenants`]), which keeps the `lic` part up to date itself.
+pub fn newest(items: impl IntoIterator<Item = Option<LicenseData>>) -> Option<LicenseData> {
     items
         .into_iter()
         .flatten()
@@ -127,8 +127,8 @@ fn newest(items: impl IntoIterator<Item = Option<LicenseData>>) -> Option<Licens
 
 /// The tenant's last known license: the newest of the last `lic` seen, the product's license
 /// endpoint and the Marketplace. Used for requests whose token binds no `lic`.
-pub fn known_license(row: &InstallationRow) -> Option<LicenseData> {
-    newest(observations(row))
+pub fn known_license(observations: &Observations) -> Option<LicenseData> {
+    newest(observations.data())
 }
 
 /// Why a request was let through (`license_source` of `/api/whoami`).
@@ -205,37 +205,6 @@ pub fn decide(
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LicenseState {
-    Active,
-    Trial,
-    Free,
-    Unlicensed,
-}
-
-impl LicenseState {
-    pub const ALL: [LicenseState; 4] = [
-        LicenseState::Active,
-        LicenseState::Trial,
-        LicenseState::Free,
-        LicenseState::Unlicensed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LicenseState::Active => "active",
-            LicenseState::Trial => "trial",
-            LicenseState::Free => "free",
-            LicenseState::Unlicensed => "unlicensed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<LicenseState> {
-        LicenseState::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-}
-
 /// `license.source` of the Installation JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -279,12 +248,12 @@ pub struct LicenseView {
 /// (product endpoint or Marketplace, whichever is newer) says an active evaluation; `active` —
 /// the latest license data or the last `lic` seen (whichever is newest) says active;
 /// `unlicensed` — everything else, including no data yet.
-pub fn view(row: &InstallationRow, grants: &[GrantFacts], now: DateTime<Utc>) -> LicenseView {
+pub fn view(observations: &Observations, grants: &[GrantFacts], now: DateTime<Utc>) -> LicenseView {
     let effective_trial_end = grants
         .iter()
         .filter(|g| g.kind == GrantKind::TrialExtension && g.revoked_at.is_none())
         .filter_map(|g| g.ends_at)
-        .chain(row.mp_trial_end)
+        .chain(observations.mp_trial_end)
         .max();
     let at = |state, source| LicenseView {
         state,
@@ -298,7 +267,7 @@ pub fn view(row: &InstallationRow, grants: &[GrantFacts], now: DateTime<Utc>) ->
     if active(GrantKind::TrialExtension) {
         return at(LicenseState::Trial, Some(ViewSource::Grant));
     }
-    let [lic, host, mp] = observations(row);
+    let [lic, host, mp] = observations.data();
     let data = newest([host, mp]);
     if let Some(d) = data.filter(|d| d.active && d.evaluation) {
         return at(LicenseState::Trial, Some(d.source.into()));
@@ -417,18 +386,14 @@ mod tests {
         assert!(!g.active_at(t(3)), "ends_at is exclusive");
     }
 
-    fn row() -> InstallationRow {
-        crate::store::installations::tests_support::blank_row("ck")
-    }
-
     #[test]
     fn view_states_in_order() {
         let now = t(10);
-        let mut r = row();
+        let mut r = Observations::default();
         assert_eq!(view(&r, &[], now).state, LicenseState::Unlicensed);
         assert_eq!(view(&r, &[], now).source, None);
 
-        r.lic_last_seen = Some("active".into());
+        r.lic = Some("active".into());
         r.lic_seen_at = Some(t(1));
         let v = view(&r, &[], now);
         assert_eq!(
@@ -437,8 +402,8 @@ mod tests {
         );
 
         // newer product data saying evaluation → trial
-        r.host_license_active = Some(true);
-        r.host_license_evaluation = Some(true);
+        r.host_active = Some(true);
+        r.host_evaluation = Some(true);
         r.host_checked_at = Some(t(2));
         let v = view(&r, &[], now);
         assert_eq!(
@@ -457,7 +422,7 @@ mod tests {
         );
 
         // a newer lic=none makes it unlicensed
-        r.lic_last_seen = Some("none".into());
+        r.lic = Some("none".into());
         r.lic_seen_at = Some(t(4));
         let v = view(&r, &[], now);
         assert_eq!(
@@ -484,7 +449,7 @@ mod tests {
     #[test]
     fn effective_trial_end_is_the_later_of_trial_end_and_extensions() {
         let now = t(10);
-        let mut r = row();
+        let mut r = Observations::default();
         assert_eq!(view(&r, &[], now).effective_trial_end, None);
         r.mp_trial_end = Some(t(30));
         assert_eq!(view(&r, &[], now).effective_trial_end, Some(t(30)));

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::domain::Status;
-use crate::licensing::{self, DataSource, GrantFacts, LicenseData};
+use crate::licensing::{self, DataSource, GrantFacts, LicenseData, Observations};
 use crate::startup::AppState;
 use crate::store::installations::InstallationRow;
 use crate::store::{self, Db, grants, installations};
@@ -46,21 +46,47 @@ const SEEN_QUEUE: usize = 4096;
 /// Source of [`TenantSnapshot::id`].
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A tenant's identity and lifecycle state, as the request path needs them: what
+/// [`TenantSnapshot::new`] takes besides license data and grants. Built from the installation
+/// row when the cache loads a tenant; tests and benches build it directly.
+#[derive(Clone, Default)]
+pub struct TenantRecord {
+    pub client_key: String,
+    pub base_url: String,
+    pub display_url: Option<String>,
+    pub product_type: String,
+    /// `None` (or empty) once uninstalled. Never logged: `Debug` hides it.
+    pub shared_secret: Option<String>,
+    /// `None` when the stored status is none this version knows; the guard refuses it.
+    pub status: Option<Status>,
+}
+
+impl std::fmt::Debug for TenantRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantRecord")
+            .field("client_key", &self.client_key)
+            .field("base_url", &self.base_url)
+            .field("status", &self.status)
+            .field("shared_secret", &self.shared_secret.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
 /// One tenant as the request path sees it.
 pub struct TenantSnapshot {
     /// Unique per snapshot in this process, never reused: a token verified with this
     /// snapshot's key stays verified exactly as long as requests still find this snapshot
     /// ([`crate::verified_tokens`]).
     id: u64,
-    /// The row as loaded; holds the shared secret (its `Debug` hides it). Its `lic_*` fields
-    /// are as loaded — [`TenantSnapshot::known_license`] also knows what this process saw since.
-    pub row: InstallationRow,
+    /// Identity and status as loaded; holds the shared secret (its `Debug` hides it).
+    record: TenantRecord,
     /// Facts of every grant, revoked and ended ones included (activity is a matter of `now`).
-    pub grants: Vec<GrantFacts>,
-    pub status: Option<Status>,
+    grants: Vec<GrantFacts>,
     client_key: Arc<str>,
-    /// The newer of the product's license endpoint and the Marketplace data of the row.
+    /// The newer of the product's license endpoint and the Marketplace data, as loaded.
     reported: Option<LicenseData>,
+    /// The last `lic`: as loaded, then as this process saw it since
+    /// ([`TenantSnapshot::known_license`]).
     lic: LicCell,
     /// Unix second of the last [`Seen`] queued, so a busy tenant queues one per second.
     seen_queued_at: AtomicI64,
@@ -71,16 +97,20 @@ pub struct TenantSnapshot {
 impl std::fmt::Debug for TenantSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantSnapshot")
-            .field("row", &self.row)
+            .field("record", &self.record)
             .field("grants", &self.grants)
             .finish_non_exhaustive()
     }
 }
 
 impl TenantSnapshot {
-    pub fn new(row: InstallationRow, grants: Vec<GrantFacts>) -> TenantSnapshot {
-        let [lic, host, marketplace] = licensing::observations(&row);
-        let hs256_key = row
+    pub fn new(
+        record: TenantRecord,
+        observations: &Observations,
+        grants: Vec<GrantFacts>,
+    ) -> TenantSnapshot {
+        let [lic, host, marketplace] = observations.data();
+        let hs256_key = record
             .shared_secret
             .as_deref()
             .filter(|s| !s.is_empty())
@@ -88,14 +118,27 @@ impl TenantSnapshot {
         TenantSnapshot {
             id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
             hs256_key,
-            status: Status::parse(&row.status),
-            client_key: Arc::from(row.client_key.as_str()),
-            reported: newest([host, marketplace]),
+            client_key: Arc::from(record.client_key.as_str()),
+            reported: licensing::newest([host, marketplace]),
             lic: LicCell::new(lic),
             seen_queued_at: AtomicI64::new(0),
             grants,
-            row,
+            record,
         }
+    }
+
+    /// The snapshot of a loaded row: its identity, status and license observations.
+    fn from_row(row: InstallationRow, grants: Vec<GrantFacts>) -> TenantSnapshot {
+        let observations = row.observations();
+        let record = TenantRecord {
+            status: Status::parse(&row.status),
+            client_key: row.client_key,
+            base_url: row.base_url,
+            display_url: row.display_url,
+            product_type: row.product_type,
+            shared_secret: row.shared_secret,
+        };
+        TenantSnapshot::new(record, &observations, grants)
     }
 
     /// This snapshot's identity: a reload of the same tenant gets another one.
@@ -107,9 +150,37 @@ impl TenantSnapshot {
         &self.client_key
     }
 
+    /// The lifecycle status; `None` when the stored one is unknown to this version.
+    pub fn status(&self) -> Option<Status> {
+        self.record.status
+    }
+
+    /// The site's base URL as the last install sent it (`https://acme.atlassian.net`).
+    pub fn base_url(&self) -> &str {
+        &self.record.base_url
+    }
+
+    /// The site's display URL (a custom domain), when the install sent one.
+    pub fn display_url(&self) -> Option<&str> {
+        self.record.display_url.as_deref()
+    }
+
+    /// `jira`, `confluence`, …
+    pub fn product_type(&self) -> &str {
+        &self.record.product_type
+    }
+
+    /// Every grant's facts, revoked and ended ones included.
+    pub fn grants(&self) -> &[GrantFacts] {
+        &self.grants
+    }
+
     /// The shared secret; `None` once uninstalled.
     pub fn shared_secret(&self) -> Option<&str> {
-        self.row.shared_secret.as_deref().filter(|s| !s.is_empty())
+        self.record
+            .shared_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
     }
 
     /// The HS256 key of the shared secret; `None` once uninstalled.
@@ -119,9 +190,9 @@ impl TenantSnapshot {
 
     /// The tenant's last known license: the newest of the last `lic` seen (by this process
     /// since the load, or before it as stored), the product's license endpoint and the
-    /// Marketplace — as [`licensing::known_license`] computes from a row.
+    /// Marketplace — [`licensing::known_license`] with this process's own `lic`.
     pub fn known_license(&self) -> Option<LicenseData> {
-        newest([self.lic.load(), self.reported])
+        licensing::newest([self.lic.load(), self.reported])
     }
 
     /// Notes a `lic` bound by a verified token; true when it differs from the last one known.
@@ -137,14 +208,6 @@ impl TenantSnapshot {
         self.seen_queued_at.load(Ordering::Relaxed) != second
             && self.seen_queued_at.swap(second, Ordering::Relaxed) != second
     }
-}
-
-fn newest<const N: usize>(items: [Option<LicenseData>; N]) -> Option<LicenseData> {
-    // The same order as `licensing::known_license`: latest first, then by source.
-    items
-        .into_iter()
-        .flatten()
-        .max_by_key(|d| (d.at, d.source as u8))
 }
 
 /// The last `lic` known for a tenant, updated lock-free by requests. The two atomics may be
@@ -327,7 +390,7 @@ async fn load(
         .iter()
         .filter_map(grants::GrantRow::facts)
         .collect();
-    Ok(Some(TenantSnapshot::new(row, facts)))
+    Ok(Some(TenantSnapshot::from_row(row, facts)))
 }
 
 /// What one verified request tells the registry.
@@ -503,19 +566,26 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(s)
     }
 
-    fn row() -> InstallationRow {
-        installations::tests_support::blank_row("ck")
+    fn record() -> TenantRecord {
+        TenantRecord {
+            client_key: "ck".into(),
+            shared_secret: Some("secret".into()),
+            status: Some(Status::Enabled),
+            ..TenantRecord::default()
+        }
     }
 
     #[test]
     fn known_license_is_the_newest_of_lic_and_reported_data() {
-        let mut r = row();
-        r.host_license_active = Some(false);
-        r.host_checked_at = Some(t(10));
-        r.lic_last_seen = Some("active".into());
-        r.lic_seen_at = Some(t(5));
-        let snap = TenantSnapshot::new(r.clone(), vec![]);
-        assert_eq!(snap.known_license(), licensing::known_license(&r));
+        let o = Observations {
+            host_active: Some(false),
+            host_checked_at: Some(t(10)),
+            lic: Some("active".into()),
+            lic_seen_at: Some(t(5)),
+            ..Observations::default()
+        };
+        let snap = TenantSnapshot::new(record(), &o, vec![]);
+        assert_eq!(snap.known_license(), licensing::known_license(&o));
         assert!(!snap.known_license().unwrap().active, "host data is newer");
 
         // A lic seen by this process after the load is newer than the host data and wins;
@@ -531,14 +601,14 @@ mod tests {
         assert!(!snap.known_license().unwrap().active);
 
         // With nothing known, the first lic seen is a change.
-        let fresh = TenantSnapshot::new(row(), vec![]);
+        let fresh = TenantSnapshot::new(record(), &Observations::default(), vec![]);
         assert_eq!(fresh.known_license(), None);
         assert!(fresh.observe_lic(true, t(1)));
     }
 
     #[test]
     fn seen_is_due_once_per_second() {
-        let snap = TenantSnapshot::new(row(), vec![]);
+        let snap = TenantSnapshot::new(record(), &Observations::default(), vec![]);
         assert!(snap.seen_due(t(1)));
         assert!(!snap.seen_due(t(1)));
         assert!(snap.seen_due(t(2)));
@@ -546,11 +616,11 @@ mod tests {
 
     #[test]
     fn an_uninstalled_row_has_no_secret() {
-        let mut r = row();
+        let mut r = record();
         r.shared_secret = None;
-        r.status = "uninstalled".into();
-        let snap = TenantSnapshot::new(r, vec![]);
+        r.status = Some(Status::Uninstalled);
+        let snap = TenantSnapshot::new(r, &Observations::default(), vec![]);
         assert_eq!(snap.shared_secret(), None);
-        assert_eq!(snap.status, Some(Status::Uninstalled));
+        assert_eq!(snap.status(), Some(Status::Uninstalled));
     }
 }

@@ -152,7 +152,8 @@ pub async fn extend_trial(
         now,
         |installation, grants| {
             let facts: Vec<_> = grants.iter().filter_map(GrantRow::facts).collect();
-            let current_end = licensing::view(installation, &facts, now).effective_trial_end;
+            let current_end =
+                licensing::view(&installation.observations(), &facts, now).effective_trial_end;
             extended_trial_end(current_end, now, days)
         },
     )

@@ -27,7 +27,7 @@ pub async fn refresh_many(db: &Db, client_keys: &[String]) -> sqlx::Result<()> {
     for chunk in client_keys.chunks(REFRESH_BATCH) {
         installations::refresh_license_views(db, chunk, |row, grants| {
             let facts: Vec<_> = grants.iter().filter_map(GrantRow::facts).collect();
-            licensing::view(row, &facts, now)
+            licensing::view(&row.observations(), &facts, now)
         })
         .await?;
     }

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::domain::LicenseState;
 use crate::domain::Status;
 use crate::error::ApiError;
-use crate::licensing::LicenseState;
 use crate::store::access_tokens::{self, AccessTokenRow};
 use crate::store::admin_tokens::{self, AdminTokenRow};
 use crate::store::events::EventRow;

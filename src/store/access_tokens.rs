@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::grants::GrantRow;
 use super::{Db, WritePool};
-use crate::licensing::GrantKind;
+use crate::domain::GrantKind;
 
 #[derive(Clone, sqlx::FromRow)]
 pub struct AccessTokenRow {

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::installations::InstallationRow;
 use super::{Db, WritePool};
-use crate::licensing::{GrantFacts, GrantKind};
+use crate::domain::GrantKind;
+use crate::licensing::GrantFacts;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GrantRow {

@@ -79,6 +79,25 @@ impl std::fmt::Debug for InstallationRow {
     }
 }
 
+impl InstallationRow {
+    /// What the row records of the tenant's license, as the rules in [`crate::licensing`]
+    /// take it: the last `lic`, the product's license, the Marketplace's, the trial end.
+    pub fn observations(&self) -> crate::licensing::Observations {
+        crate::licensing::Observations {
+            lic: self.lic_last_seen.clone(),
+            lic_seen_at: self.lic_seen_at,
+            host_active: self.host_license_active,
+            host_evaluation: self.host_license_evaluation,
+            host_checked_at: self.host_checked_at,
+            mp_status: self.mp_status.clone(),
+            mp_license_type: self.mp_license_type.clone(),
+            mp_last_updated: self.mp_last_updated,
+            mp_synced_at: self.mp_synced_at,
+            mp_trial_end: self.mp_trial_end,
+        }
+    }
+}
+
 /// The fields a verified `installed` callback writes.
 #[derive(Clone)]
 pub struct InstallRecord {
@@ -440,9 +459,11 @@ pub async fn record_seen(
     Ok(())
 }
 
-/// Rows for unit tests and benches (no database needed).
-#[doc(hidden)]
-pub mod tests_support {
+/// A row for the crate's unit tests of views built from the whole row (no database needed).
+/// Code that needs only license data or a tenant builds [`crate::licensing::Observations`] or
+/// a [`crate::tenants::TenantSnapshot`] instead.
+#[cfg(test)]
+pub(crate) mod tests_support {
     use super::InstallationRow;
     use chrono::{TimeZone, Utc};
 

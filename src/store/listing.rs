@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use super::Db;
 use super::grants::GrantRow;
 use super::installations::InstallationRow;
+use crate::domain::LicenseState;
 use crate::domain::Status;
-use crate::licensing::LicenseState;
 
 /// The sort orders of `GET /admin/installations`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -817,7 +817,7 @@ both_backends! {
             db,
             &keys.map(String::from),
             |_, _| connect_keeper::licensing::LicenseView {
-                state: connect_keeper::licensing::LicenseState::Active,
+                state: connect_keeper::domain::LicenseState::Active,
                 source: None,
                 effective_trial_end: None,
             },

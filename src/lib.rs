@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod forge;

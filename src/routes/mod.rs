@@ -39,6 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
         .configure(product::configure)
         .configure(lifecycle::configure)
+        // before the admin API: its `/admin` scope would otherwise take `/admin/ui/…`
+        .configure(crate::dashboard::configure)
         .configure(admin::configure);
 }
 

@@ -434,6 +434,18 @@ pub async fn last_synced_at(db: &Db) -> sqlx::Result<Option<DateTime<Utc>>> {
     })
 }
 
+/// How many stored licenses are joined to an installation, and how many are not (the
+/// dashboard's view of the last sync).
+pub async fn match_counts(db: &Db) -> sqlx::Result<(i64, i64)> {
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COUNT(client_key), COUNT(*) - COUNT(client_key) FROM marketplace_licenses",
+        )
+        .fetch_one(p)
+        .await
+    })
+}
+
 /// One stored license, for tests and the admin side.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct LicenseRow {

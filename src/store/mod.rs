@@ -31,6 +31,7 @@ pub mod installations;
 pub mod leases;
 pub mod listing;
 pub mod marketplace;
+pub mod sessions;
 
 /// Runs the same expression against whichever pool `$db` holds:
 /// `on_db!(db, |pool| sqlx::query("…").execute(pool).await)`.

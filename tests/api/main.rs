@@ -8,6 +8,7 @@ mod helpers;
 mod admin;
 mod cli;
 mod cli_ops;
+mod dashboard;
 mod hardening;
 mod license_data;
 mod lifecycle;

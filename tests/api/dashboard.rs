@@ -1,0 +1,465 @@
+//! Issue 12: the vendor dashboard over HTTP — sign-in and sign-out, wrong and revoked tokens,
+//! CSRF refusal, each action against the registry and its audit trail, escaping of hostile
+//! values, the security headers, the list page's filters, paging and CSV.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+use crate::admin::{ADMIN, admin_json, install_at, set_marketplace, spawn_admin};
+use crate::helpers::*;
+
+/// A browser stand-in: remembers the session cookie and reads the CSRF token from pages.
+pub struct Dash<'a> {
+    pub app: &'a TestApp,
+    pub cookie: Option<String>,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub set_cookie: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl<'a> Dash<'a> {
+    pub fn new(app: &'a TestApp) -> Dash<'a> {
+        Dash { app, cookie: None }
+    }
+
+    async fn answer(res: reqwest::Response) -> Answer {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let get = |h: &str| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Answer {
+            status,
+            location: get("location"),
+            set_cookie: get("set-cookie"),
+            body: res.text().await.unwrap_or_default(),
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let mut req = self.app.client.get(self.app.url(path));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        Self::answer(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        let mut req = self
+            .app
+            .client
+            .post(self.app.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        Self::answer(req.send().await.expect("request sent")).await
+    }
+
+    /// Signs in with `token`; asserts success and keeps the cookie.
+    pub async fn sign_in(&mut self, token: &str) -> Answer {
+        let a = self.post("/admin/ui/login", &[("token", token)]).await;
+        assert_eq!(a.status, 303, "sign-in: {}", a.body);
+        let set = a.set_cookie.clone().expect("a session cookie");
+        self.cookie = Some(set.split(';').next().unwrap().to_owned());
+        a
+    }
+
+    /// The CSRF token of the page at `path`.
+    pub async fn csrf(&self, path: &str) -> String {
+        let page = self.get(path).await;
+        assert_eq!(page.status, 200, "GET {path}: {}", page.body);
+        csrf_of(&page.body)
+    }
+
+    /// Posts `form` with the session's CSRF token (read from `page`).
+    pub async fn act(&self, page: &str, path: &str, form: &[(&str, &str)]) -> Answer {
+        let csrf = self.csrf(page).await;
+        let mut all = vec![("csrf_token", csrf.as_str())];
+        all.extend_from_slice(form);
+        self.post(path, &all).await
+    }
+}
+
+pub fn csrf_of(body: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = body.find(marker).expect("a csrf_token field") + marker.len();
+    body[start..][..body[start..].find('"').unwrap()].to_owned()
+}
+
+async fn detail(app: &TestApp, key: &str) -> Value {
+    admin_json(app, &format!("/admin/installations/{key}")).await
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().expect("a timestamp"))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+both_backends! {
+    async fn sign_in_and_out(backend) {
+        let app = spawn_admin(backend).await;
+        let mut dash = Dash::new(&app);
+
+        // No session: pages send to the sign-in form, posts are refused.
+        for page in ["/admin/ui/", "/admin/ui", "/admin/ui/installations", "/admin/ui/access-tokens", "/admin/ui/marketplace", "/admin/ui/nope"] {
+            let a = dash.get(page).await;
+            assert_eq!(a.status, 303, "{page}");
+            assert_eq!(a.location.as_deref(), Some("/admin/ui/login"), "{page}");
+        }
+        let a = dash.post("/admin/ui/access-tokens", &[("note", "x"), ("csrf_token", "x")]).await;
+        assert!(a.status == 401 || a.status == 403, "{}", a.status);
+        let a = dash.get("/admin/ui/login").await;
+        assert_eq!(a.status, 200);
+        assert!(a.body.contains("name=\"token\""));
+
+        // A wrong token: 401 with the form again, no cookie.
+        let a = dash.post("/admin/ui/login", &[("token", "not-the-token")]).await;
+        assert_eq!(a.status, 401);
+        assert!(a.body.contains("name=\"token\""), "{}", a.body);
+        assert!(a.set_cookie.is_none());
+        let a = dash.post("/admin/ui/login", &[("token", "")]).await;
+        assert_eq!(a.status, 401);
+
+        // The right one: 303 to the overview with the session cookie of contract §11.
+        let a = dash.sign_in(ADMIN).await;
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/"));
+        let cookie = a.set_cookie.unwrap();
+        for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+            assert!(cookie.contains(attr), "{attr} in {cookie}");
+        }
+        let max_age: i64 = cookie.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+        assert!(max_age > 0 && max_age <= 12 * 3600, "{cookie}");
+        assert!(!cookie.contains(ADMIN), "the cookie is not the admin token");
+        let a = dash.get("/admin/ui/").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a.body.contains("Overview"));
+
+        // Sign-out needs the CSRF token too.
+        let a = dash.post("/admin/ui/logout", &[]).await;
+        assert_eq!(a.status, 403);
+        assert_eq!(dash.get("/admin/ui/").await.status, 200, "still signed in");
+        let a = dash.act("/admin/ui/", "/admin/ui/logout", &[]).await;
+        assert_eq!(a.status, 303);
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/login"));
+        assert!(a.set_cookie.unwrap().contains("Max-Age=0"));
+        // The old cookie is dead even if a client keeps sending it.
+        assert_eq!(dash.get("/admin/ui/").await.status, 303);
+    }
+}
+
+both_backends! {
+    async fn a_revoked_admin_token_ends_its_sessions(backend) {
+        let app = TestApp::spawn(backend).await; // no ADMIN_TOKEN
+        let db = &app.state.db;
+        let created = connect_keeper::registry::vendor::create_admin_token(db, "alice", "test", Utc::now())
+            .await
+            .unwrap();
+        let mut dash = Dash::new(&app);
+        dash.sign_in(&created.token).await;
+        let a = dash.get("/admin/ui/").await;
+        assert_eq!(a.status, 200);
+        assert!(a.body.contains("alice"), "the page names who is signed in");
+        connect_keeper::registry::vendor::revoke_admin_token(db, &created.id, "test", Utc::now())
+            .await
+            .unwrap();
+        let a = dash.get("/admin/ui/installations").await;
+        assert_eq!(a.status, 303);
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/login"));
+        // and it cannot sign in again
+        let a = dash.post("/admin/ui/login", &[("token", &created.token)]).await;
+        assert_eq!(a.status, 401);
+    }
+}
+
+both_backends! {
+    async fn security_headers_on_the_dashboard_only(backend) {
+        let app = spawn_admin(backend).await;
+        let mut dash = Dash::new(&app);
+        let login = dash.get("/admin/ui/login").await;
+        dash.sign_in(ADMIN).await;
+        let page = dash.get("/admin/ui/installations").await;
+        let redirect = Dash::new(&app).get("/admin/ui/").await;
+        let css = dash.get("/admin/ui/assets/dashboard.css").await;
+        assert_eq!(css.status, 200);
+        assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+        for a in [&login, &page, &redirect, &css] {
+            let csp = a.headers["content-security-policy"].to_str().unwrap();
+            assert!(csp.contains("default-src 'none'"), "{csp}");
+            assert!(csp.contains("script-src 'self'"), "{csp}");
+            assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+            assert!(!csp.contains("unsafe-inline") && !csp.contains("http"), "{csp}");
+            assert_eq!(a.headers["x-frame-options"], "DENY");
+        }
+        // No inline script or style anywhere in the pages.
+        for body in [&login.body, &page.body] {
+            assert!(!body.contains("<script>") && !body.contains("style="), "{body}");
+        }
+        // Not on the rest of the service (the Connect iframe pages must stay frameable).
+        for path in ["/atlassian-connect.json", "/healthz", "/panel"] {
+            let a = app.get(path).await;
+            assert!(a.headers().get("x-frame-options").is_none(), "{path}");
+        }
+    }
+}
+
+both_backends! {
+    async fn actions_change_the_registry_as_the_api_does(backend) {
+        let app = spawn_admin(backend).await;
+        let db = &app.state.db;
+        let created = connect_keeper::registry::vendor::create_admin_token(db, "alice", "test", Utc::now())
+            .await
+            .unwrap();
+        install_at(&app, "site-a", "secret-a", "a").await;
+        let mut dash = Dash::new(&app);
+        dash.sign_in(&created.token).await;
+        let page = "/admin/ui/installations/site-a";
+        let before = detail(&app, "site-a").await;
+
+        // CSRF: without the token, or with another session's, 403 and nothing changes.
+        let a = dash.post("/admin/ui/installations/site-a/trial-extension", &[("days", "30"), ("reason", "r")]).await;
+        assert_eq!(a.status, 403);
+        let mut other = Dash::new(&app);
+        other.sign_in(&created.token).await;
+        let foreign = other.csrf(page).await;
+        let a = dash.post("/admin/ui/installations/site-a/trial-extension",
+            &[("csrf_token", foreign.as_str()), ("days", "30"), ("reason", "r")]).await;
+        assert_eq!(a.status, 403);
+        for path in ["/admin/ui/installations/site-a/grants", "/admin/ui/access-tokens", "/admin/ui/marketplace/sync", "/admin/ui/grants/x/revoke", "/admin/ui/access-tokens/x/revoke"] {
+            let a = dash.post(path, &[("reason", "r"), ("note", "n")]).await;
+            assert_eq!(a.status, 403, "{path}");
+        }
+        assert_eq!(detail(&app, "site-a").await, before, "nothing changed");
+
+        // Invalid fields: 400 with the form and the reason, nothing changes.
+        let a = dash.act(page, "/admin/ui/installations/site-a/trial-extension", &[("days", "30"), ("reason", " ")]).await;
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("reason: is required"), "{}", a.body);
+        let a = dash.act(page, "/admin/ui/installations/site-a/trial-extension", &[("days", "366"), ("reason", "r")]).await;
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("days:"), "{}", a.body);
+        let a = dash.act(page, "/admin/ui/installations/site-a/grants", &[("ends_at", "soon"), ("reason", "r")]).await;
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("ends_at:"), "{}", a.body);
+        assert_eq!(detail(&app, "site-a").await["grants"], json!([]));
+
+        // Extend the trial by 30 days: 303 to the page, which shows the new end.
+        let a = dash.act(page, "/admin/ui/installations/site-a/trial-extension", &[("days", "30"), ("reason", "asked for more time")]).await;
+        assert_eq!(a.status, 303, "{}", a.body);
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/installations/site-a?done=trial-extended"));
+        let d = detail(&app, "site-a").await;
+        let end = time(&d["license"]["effective_trial_end"]);
+        assert!((end - (Utc::now() + Duration::days(30))).num_seconds().abs() < 60, "{end}");
+        assert_eq!(d["license"]["state"], "trial");
+        let shown = dash.get(a.location.as_deref().unwrap()).await;
+        assert!(shown.body.contains(&end.format("%Y-%m-%d %H:%M UTC").to_string()), "new end shown");
+        assert!(shown.body.contains("The trial was extended."));
+        let audit = &d["audit"];
+        let entry = audit.as_array().unwrap().iter().find(|e| e["action"].as_str().unwrap().contains("trial")).expect("audited");
+        assert_eq!(entry["actor"], "alice");
+        assert_eq!(entry["reason"], "asked for more time");
+
+        // Grant free use until a date, then revoke it.
+        let until = (Utc::now() + Duration::days(90)).format("%Y-%m-%d").to_string();
+        let a = dash.act(page, "/admin/ui/installations/site-a/grants", &[("ends_at", until.as_str()), ("reason", "partner")]).await;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let d = detail(&app, "site-a").await;
+        assert_eq!(d["license"]["state"], "free");
+        let grant = d["installation"]["grants"].as_array().or(d["grants"].as_array()).unwrap()
+            .iter().find(|g| g["kind"] == "free").unwrap().clone();
+        assert_eq!(grant["reason"], "partner");
+        assert!(grant["ends_at"].as_str().unwrap().starts_with(&until));
+        let a = dash.act(page, &format!("/admin/ui/grants/{}/revoke", grant["id"].as_str().unwrap()), &[]).await;
+        assert_eq!(a.status, 303);
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/installations/site-a?done=grant-revoked"));
+        let d = detail(&app, "site-a").await;
+        assert_eq!(d["license"]["state"], "trial", "back to the extended trial");
+        let actors: Vec<&str> = d["audit"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
+        assert!(actors.len() >= 3 && actors.iter().all(|a| *a == "alice"), "{actors:?}");
+        let a = dash.act(page, "/admin/ui/grants/no-such-grant/revoke", &[]).await;
+        assert_eq!(a.status, 404);
+
+        // An access token bound to the site: shown once on the page the form leads to.
+        let a = dash.act(page, "/admin/ui/access-tokens", &[("note", "for the pilot"), ("client_key", "site-a"), ("back", "installation")]).await;
+        assert_eq!(a.status, 303, "{}", a.body);
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/installations/site-a?done=token-created"));
+        let first = dash.get(a.location.as_deref().unwrap()).await;
+        let token = shown_token(&first.body).expect("the token is shown");
+        assert!(token.len() >= 40, "{token}");
+        assert!(first.body.contains("access-token="), "the install URL is shown");
+        let again = dash.get(a.location.as_deref().unwrap()).await;
+        assert!(!again.body.contains(&token), "shown once");
+        let tokens = admin_json_as(&app, &created.token, "/admin/access-tokens").await;
+        let t = &tokens["items"][0];
+        assert_eq!(t["client_key"], "site-a");
+        assert_eq!(t["note"], "for the pilot");
+        assert_eq!(t["created_by"], "alice");
+        // The token works: the site redeems it.
+        let tok = hs256_context("site-a", "secret-a", json!({}));
+        let res = app.client.post(app.url("/api/access-tokens/redeem"))
+            .header("authorization", format!("JWT {tok}"))
+            .json(&json!({"token": token})).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+
+        // A note is required; an unknown site is refused with the form.
+        let a = dash.act("/admin/ui/access-tokens", "/admin/ui/access-tokens", &[("note", "")]).await;
+        assert_eq!(a.status, 400);
+        let a = dash.act("/admin/ui/access-tokens", "/admin/ui/access-tokens", &[("note", "n"), ("client_key", "nobody")]).await;
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("client_key"), "{}", a.body);
+
+        // Created from the Access tokens page: shown there once; then revoked.
+        let a = dash.act("/admin/ui/access-tokens", "/admin/ui/access-tokens", &[("note", "spare")]).await;
+        assert_eq!(a.status, 303);
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/access-tokens?done=token-created"));
+        let page_with = dash.get("/admin/ui/access-tokens").await;
+        assert!(page_with.body.contains("new-token-value"));
+        assert!(!dash.get("/admin/ui/access-tokens").await.body.contains("new-token-value"));
+        let tokens = admin_json_as(&app, &created.token, "/admin/access-tokens").await;
+        let spare = tokens["items"].as_array().unwrap().iter().find(|t| t["note"] == "spare").unwrap()["id"].as_str().unwrap().to_owned();
+        let a = dash.act("/admin/ui/access-tokens", &format!("/admin/ui/access-tokens/{spare}/revoke"), &[]).await;
+        assert_eq!(a.status, 303);
+        let tokens = admin_json_as(&app, &created.token, "/admin/access-tokens").await;
+        let spare = tokens["items"].as_array().unwrap().iter().find(|t| t["note"] == "spare").unwrap().clone();
+        assert!(spare["revoked_at"].is_string());
+
+        // Unknown installation: 404 page, and actions on it change nothing.
+        assert_eq!(dash.get("/admin/ui/installations/nobody").await.status, 404);
+        let a = dash.act(page, "/admin/ui/installations/nobody/trial-extension", &[("days", "3"), ("reason", "r")]).await;
+        assert_eq!(a.status, 404);
+    }
+}
+
+/// The token in the "shown once" box of a page, if any.
+pub fn shown_token(body: &str) -> Option<String> {
+    let at = body.find("id=\"new-token-value\"")?;
+    let rest = &body[at..];
+    let v = rest.find("value=\"")? + "value=\"".len();
+    Some(rest[v..][..rest[v..].find('"')?].to_owned())
+}
+
+async fn admin_json_as(app: &TestApp, token: &str, path: &str) -> Value {
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+both_backends! {
+    async fn hostile_values_are_shown_as_text(backend) {
+        let app = spawn_admin(backend).await;
+        let mut body = app.installed_payload("evil-site", "secret-e");
+        body["description"] = json!("<img src=x onerror=alert(2)>");
+        body["displayUrl"] = json!("\"><script>alert(3)</script>");
+        app.install_payload(&body).await;
+        // The lifecycle refuses a non-http(s) baseUrl today; a row from before that rule (or
+        // any other writer) must still be harmless.
+        connect_keeper::on_db!(&app.state.db, |p| {
+            sqlx::query("UPDATE installations SET base_url = 'javascript:alert(1)' WHERE client_key = 'evil-site'")
+                .execute(p).await.map(|_| ())
+        }).unwrap();
+        set_marketplace(&app, "evil-site", "<script>alert(1)</script>", "a@b.example\"><b>x</b>", "COMMERCIAL", None).await;
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+        for path in ["/admin/ui/installations", "/admin/ui/installations/evil-site", "/admin/ui/installations?q=javascript"] {
+            let a = dash.get(path).await;
+            assert_eq!(a.status, 200, "{path}: {}", a.body);
+            let b = &a.body;
+            assert!(b.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path}: company shown as text");
+            assert!(!b.contains("<script>alert"), "{path}");
+            assert!(!b.contains("<img src=x"), "{path}");
+            assert!(!b.contains("<b>x</b>"), "{path}");
+            assert!(!b.to_ascii_lowercase().contains("href=\"javascript:"), "{path}");
+            assert!(b.contains("javascript:alert(1)"), "{path}: the base URL is shown as text");
+        }
+        let a = dash.get("/admin/ui/installations/evil-site").await;
+        assert!(a.body.contains("&lt;img src=x onerror=alert(2)&gt;"));
+    }
+}
+
+both_backends! {
+    async fn the_list_page_filters_searches_pages_and_exports(backend) {
+        let app = spawn_admin(backend).await;
+        for (k, slug) in [("k-1", "alpha"), ("k-2", "beta"), ("k-3", "gamma")] {
+            install_at(&app, k, "s", slug).await;
+        }
+        set_marketplace(&app, "k-2", "Acme Widgets", "ops@acme.example", "COMMERCIAL", None).await;
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+        let csrf = dash.csrf("/admin/ui/installations/k-3").await;
+        let a = dash.post("/admin/ui/installations/k-3/grants", &[("csrf_token", csrf.as_str()), ("reason", "friend"), ("ends_at", "")]).await;
+        assert_eq!(a.status, 303);
+
+        let total = |body: &str| -> i64 {
+            let at = body.find("<strong id=\"total\">").expect("a total") + "<strong id=\"total\">".len();
+            body[at..][..body[at..].find('<').unwrap()].parse().unwrap()
+        };
+        let all = dash.get("/admin/ui/installations").await;
+        assert_eq!(total(&all.body), 3);
+        for k in ["/installations/k-1", "/installations/k-2", "/installations/k-3"] {
+            assert!(all.body.contains(k), "{k}");
+        }
+        // Licence filter (as the form sends it: empty fields included).
+        let free = dash.get("/admin/ui/installations?q=&license=free&product=&trial_ends_before=&sort=installed_at&limit=50").await;
+        assert_eq!(free.status, 200, "{}", free.body);
+        assert_eq!(total(&free.body), 1);
+        assert!(free.body.contains("/installations/k-3") && !free.body.contains("/installations/k-1\""));
+        // Search by company and by base URL.
+        let acme = dash.get("/admin/ui/installations?q=acme").await;
+        assert_eq!(total(&acme.body), 1);
+        assert!(acme.body.contains("Acme Widgets"));
+        let beta = dash.get("/admin/ui/installations?q=beta").await;
+        assert_eq!(total(&beta.body), 1);
+        // Every API filter and sort is accepted; a bad one is a 400 naming the parameter.
+        let a = dash.get("/admin/ui/installations?status=installed&status=enabled&product=jira&sort=-installed_at&trial_ends_before=2099-01-01").await;
+        assert_eq!(a.status, 200);
+        for (q, field) in [("sort=name", "sort"), ("limit=0", "limit"), ("license=paid", "license"), ("cursor=zzz", "cursor")] {
+            let a = dash.get(&format!("/admin/ui/installations?{q}")).await;
+            assert_eq!(a.status, 400, "{q}");
+            assert!(a.body.contains(&format!("{field}:")), "{q}: {}", a.body);
+        }
+        // Cursor paging: 1 per page, three pages, each row once; the total stays.
+        let mut seen = vec![];
+        let mut next = Some("/admin/ui/installations?sort=base_url&limit=1".to_owned());
+        while let Some(path) = next.take() {
+            let p = dash.get(&path).await;
+            assert_eq!(p.status, 200, "{path}");
+            assert_eq!(total(&p.body), 3);
+            for k in ["k-1", "k-2", "k-3"] {
+                if p.body.contains(&format!("/installations/{k}\"")) { seen.push(k); }
+            }
+            if let Some(at) = p.body.find("rel=\"next\" href=\"") {
+                let rest = &p.body[at + "rel=\"next\" href=\"".len()..];
+                next = Some(rest[..rest.find('"').unwrap()].replace("&amp;", "&"));
+            }
+        }
+        assert_eq!(seen, vec!["k-1", "k-2", "k-3"], "alpha, beta, gamma by base URL");
+        // The CSV link carries the current filter.
+        let at = free.body.find("/admin/ui/installations.csv?").unwrap();
+        let link = free.body[at..][..free.body[at..].find('"').unwrap()].replace("&amp;", "&");
+        let csv = dash.get(&link).await;
+        assert_eq!(csv.status, 200);
+        assert!(csv.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+        let lines: Vec<&str> = csv.body.lines().collect();
+        assert_eq!(lines.len(), 2, "{}", csv.body);
+        assert!(lines[0].starts_with("client_key,"));
+        assert!(lines[1].starts_with("k-3,"));
+    }
+}

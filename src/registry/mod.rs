@@ -5,3 +5,4 @@ pub mod grants;
 pub mod license_view;
 pub mod lifecycle;
 pub mod vendor;
+pub mod weekly;

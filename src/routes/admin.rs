@@ -182,6 +182,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(na()),
             )
             .service(
+                resource("/summary/weekly")
+                    .route(get().to(summary_weekly))
+                    .default_service(na()),
+            )
+            .service(
                 resource("/marketplace/sync")
                     .route(web::post().to(marketplace_sync))
                     .default_service(na()),
@@ -592,6 +597,26 @@ pub async fn summary(state: SharedState) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(vendor::summary(&state.db, crate::store::now()).await?))
 }
 
+/// Installs and uninstalls per week over the last 26 weeks
+///
+/// Oldest first; the last week is the current one. Weeks start on Monday, UTC. `installs`
+/// counts installations that became installed that week (a first install or a reinstall after
+/// an uninstall); `uninstalls` those that became uninstalled.
+#[utoipa::path(
+    get,
+    path = "/admin/summary/weekly",
+    tag = "installations",
+    responses(
+        (status = 200, description = "26 weeks, oldest first", body = crate::registry::weekly::WeeklySummary),
+        (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn summary_weekly(state: SharedState) -> Result<HttpResponse, ApiError> {
+    let weekly = crate::registry::weekly::weekly(&state.db, crate::store::now()).await?;
+    Ok(HttpResponse::Ok().json(weekly))
+}
+
 /// Run one Marketplace license sync now
 ///
 /// Joins each Marketplace license to an installation by (cloudId, app key), then entitlement
@@ -700,6 +725,7 @@ impl utoipa::Modify for BearerAuth {
         list_access_tokens,
         revoke_access_token,
         summary,
+        summary_weekly,
         marketplace_sync,
         openapi,
     ),
@@ -717,6 +743,8 @@ impl utoipa::Modify for BearerAuth {
         vendor::Summary,
         vendor::StatusCounts,
         vendor::LicenseCounts,
+        crate::registry::weekly::Week,
+        crate::registry::weekly::WeeklySummary,
         vendor::AccessToken,
         vendor::CreatedAccessToken,
         AccessTokenList,
@@ -765,6 +793,7 @@ mod tests {
             "/admin/access-tokens/{id}",
             "/admin/marketplace/sync",
             "/admin/summary",
+            "/admin/summary/weekly",
             "/admin/openapi.json",
         ] {
             assert!(doc.paths.paths.contains_key(p), "{p}");

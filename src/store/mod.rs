@@ -24,6 +24,7 @@ use crate::config::DatabaseUrl;
 pub mod access_tokens;
 pub mod admin_tokens;
 pub mod audit;
+pub mod charts;
 pub mod events;
 pub mod grants;
 pub mod host_license;

@@ -463,3 +463,72 @@ both_backends! {
         assert!(lines[1].starts_with("k-3,"));
     }
 }
+
+both_backends! {
+    async fn weekly_summary_counts_installs_and_uninstalls(backend) {
+        let app = spawn_admin(backend).await;
+        let res = app.client.get(app.url("/admin/summary/weekly")).send().await.unwrap();
+        assert_eq!(res.status(), 401, "bearer token required");
+
+        // This week, through the real callbacks: three first installs, one uninstall, one
+        // reinstall after it, and a repeated install of an installed site (not counted).
+        for (k, slug) in [("w-1", "w1"), ("w-2", "w2"), ("w-3", "w3")] {
+            install_at(&app, k, "s", slug).await;
+        }
+        install_at(&app, "w-1", "s2", "w1").await; // re-sent installed: no new install
+        let mut body = installed_payload("w-3", "s", &crate::admin::site(&app, "w3"));
+        body["eventType"] = json!("uninstalled");
+        body.as_object_mut().unwrap().remove("sharedSecret");
+        let tok = sign_rs256(&app.install_claims("w-3", "/uninstalled"));
+        assert_eq!(app.post_lifecycle("/uninstalled", Some(&tok), &body).await.status(), 204);
+        install_at(&app, "w-3", "s3", "w3").await; // reinstall after the uninstall
+
+        // Earlier weeks, written as history: old-1 installed 3 weeks ago and uninstalled 1
+        // week ago; old-2 installed 40 weeks ago (outside) and uninstalled 2 weeks ago, then
+        // its uninstall retried (not a second one).
+        let now = Utc::now();
+        let history = [
+            ("old-1", "installed", now - Duration::weeks(3)),
+            ("old-1", "uninstalled", now - Duration::weeks(1)),
+            ("old-2", "installed", now - Duration::weeks(40)),
+            ("old-2", "uninstalled", now - Duration::weeks(2)),
+            ("old-2", "uninstalled", now - Duration::weeks(2) + Duration::seconds(1)),
+            ("old-2", "enabled", now - Duration::weeks(2) + Duration::seconds(2)),
+        ];
+        for (k, kind, at) in history {
+            connect_keeper::on_db!(&app.state.db, |p| {
+                connect_keeper::store::events::insert(p, k, kind, None, &json!({}), at).await
+            })
+            .unwrap();
+        }
+
+        let v = admin_json(&app, "/admin/summary/weekly").await;
+        let weeks = v["weeks"].as_array().unwrap();
+        assert_eq!(weeks.len(), 26);
+        let monday = |t: DateTime<Utc>| {
+            let d = t.date_naive();
+            (d - Duration::days(chrono::Datelike::weekday(&d).num_days_from_monday() as i64)).to_string()
+        };
+        assert_eq!(weeks[25]["week_start"], monday(now));
+        assert_eq!(weeks[0]["week_start"], monday(now - Duration::weeks(25)));
+        let counts = |i: usize| (weeks[i]["installs"].as_i64().unwrap(), weeks[i]["uninstalls"].as_i64().unwrap());
+        assert_eq!(counts(25), (4, 1), "this week");
+        assert_eq!(counts(24), (0, 1), "old-1 uninstalled");
+        assert_eq!(counts(23), (0, 1), "old-2 uninstalled once");
+        assert_eq!(counts(22), (1, 0), "old-1 installed");
+        let all: i64 = (0..26).map(|i| counts(i).0 + counts(i).1).sum();
+        assert_eq!(all, 8);
+
+        // In the OpenAPI document, and drawn on the Overview.
+        let doc = admin_json(&app, "/admin/openapi.json").await;
+        assert!(doc["paths"]["/admin/summary/weekly"]["get"].is_object());
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+        let page = dash.get("/admin/ui/").await;
+        assert_eq!(page.status, 200);
+        for id in ["weekly-chart", "states-chart", "trials-chart"] {
+            assert!(page.body.contains(&format!("<svg class=\"chart\" id=\"{id}\"")), "{id}: {}", page.body);
+        }
+        assert!(page.body.contains(&format!("week of {}: 4 installs", monday(now))));
+    }
+}

@@ -532,3 +532,64 @@ both_backends! {
         assert!(page.body.contains(&format!("week of {}: 4 installs", monday(now))));
     }
 }
+
+both_backends! {
+    async fn marketplace_page_syncs_now(backend) {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let mp = MockServer::start().await;
+        let uri = mp.uri();
+        let app = TestApp::spawn_with(backend, &[
+            ("ADMIN_TOKEN", ADMIN),
+            ("MARKETPLACE_URL", uri.as_str()),
+            ("MARKETPLACE_VENDOR_ID", "1212"),
+            ("MARKETPLACE_USER", "vendor@example.test"),
+            ("MARKETPLACE_API_TOKEN", "mp-secret-token"),
+            ("MARKETPLACE_SYNC_INTERVAL_SECS", "86400"),
+        ]).await;
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+        let before = dash.get("/admin/ui/marketplace").await;
+        assert_eq!(before.status, 200);
+        assert!(before.body.contains("Sync now"));
+
+        // The Marketplace fails: 502 with the reason on the page, nothing stored.
+        Mock::given(method("GET")).respond_with(ResponseTemplate::new(500)).mount(&mp).await;
+        let a = dash.act("/admin/ui/marketplace", "/admin/ui/marketplace/sync", &[]).await;
+        assert_eq!(a.status, 502, "{}", a.body);
+        assert!(!a.body.contains("mp-secret-token"));
+        assert!(connect_keeper::store::marketplace::last_synced_at(&app.state.db).await.unwrap().is_none());
+
+        // It answers: 303 to the page, which shows the sync.
+        mp.reset().await;
+        let license = json!({
+            "addonLicenseId": "1", "licenseId": "SEN-1", "addonKey": APP_KEY, "hosting": "Cloud",
+            "lastUpdated": "2026-01-01", "licenseType": "COMMERCIAL", "status": "active",
+            "appEntitlementId": "e-1", "cloudSiteHostname": "nowhere.example.test",
+            "contactDetails": {"company": "<b>Nowhere</b>"}
+        });
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"_links": {}, "licenses": [license]})))
+            .mount(&mp)
+            .await;
+        let a = dash.act("/admin/ui/marketplace", "/admin/ui/marketplace/sync", &[]).await;
+        assert_eq!(a.status, 303, "{}", a.body);
+        assert_eq!(a.location.as_deref(), Some("/admin/ui/marketplace?done=synced"));
+        let page = dash.get(a.location.as_deref().unwrap()).await;
+        assert!(page.body.contains("The Marketplace sync finished."));
+        let synced = connect_keeper::store::marketplace::last_synced_at(&app.state.db).await.unwrap().expect("synced");
+        assert!(page.body.contains(&synced.format("%Y-%m-%d %H:%M UTC").to_string()), "{}", page.body);
+        assert!(page.body.contains("<dd>1</dd>"), "one unmatched licence: {}", page.body);
+    }
+}
+
+both_backends! {
+    async fn marketplace_sync_without_credentials_is_refused(backend) {
+        let app = spawn_admin(backend).await;
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+        let a = dash.act("/admin/ui/marketplace", "/admin/ui/marketplace/sync", &[]).await;
+        assert_eq!(a.status, 400);
+        assert!(a.body.contains("not configured"), "{}", a.body);
+    }
+}

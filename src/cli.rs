@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 
 use crate::config::Config;
+use crate::registry;
 use crate::registry::vendor::{self, Installation, InstallationDetail, ListRequest};
 use crate::startup::Application;
 use crate::store::Db;
@@ -460,7 +461,9 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
     let mut out = io::stdout().lock();
     match cmd {
         AdminTokenCommand::Create { name, format } => {
-            let created = vendor::create_admin_token(&db, &name, CLI_ACTOR, now).await?;
+            let created = vendor::create_admin_token(&db, &name, CLI_ACTOR, now)
+                .await
+                .map_err(cli_error)?;
             match format {
                 ItemFormat::Json => {
                     serde_json::to_writer(&mut out, &created)?;
@@ -552,7 +555,7 @@ async fn trial(config: &Config, cmd: TrialCommand) -> anyhow::Result<()> {
         crate::store::now(),
     )
     .await
-    .map_err(|e| flag_error(e.into()))?;
+    .map_err(cli_error)?;
     print_grant(&mut io::stdout().lock(), &vendor::Grant::from(&g), format)
 }
 
@@ -570,7 +573,7 @@ async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|u| vendor::parse_rfc3339("until", u))
                 .transpose()
-                .map_err(flag_error)?;
+                .map_err(cli_error)?;
             let g = crate::registry::grants::grant_free(
                 &db,
                 &client_key,
@@ -580,13 +583,13 @@ async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
                 now,
             )
             .await
-            .map_err(|e| flag_error(rename_field(e.into(), "ends_at", "until")))?;
+            .map_err(cli_error)?;
             print_grant(&mut io::stdout().lock(), &vendor::Grant::from(&g), format)
         }
         GrantCommand::Revoke { grant_id } => {
             let g = crate::registry::grants::revoke_grant(&db, &grant_id, CLI_ACTOR, now)
                 .await
-                .map_err(|e| anyhow::Error::from(crate::error::ApiError::from(e)))?;
+                .map_err(cli_error)?;
             println!("grant {} ({} for {}) revoked", g.id, g.kind, g.client_key);
             Ok(())
         }
@@ -608,7 +611,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
                 .as_deref()
                 .map(|u| vendor::parse_rfc3339("until", u))
                 .transpose()
-                .map_err(flag_error)?;
+                .map_err(cli_error)?;
             let (row, token) = crate::registry::grants::create_access_token(
                 &db,
                 note.as_deref(),
@@ -618,7 +621,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
                 now,
             )
             .await
-            .map_err(|e| flag_error(rename_field(e.into(), "expires_at", "until")))?;
+            .map_err(cli_error)?;
             let created = vendor::CreatedAccessToken::new(&row, token, &config.app_base_url);
             match format {
                 ItemFormat::Json => {
@@ -672,26 +675,12 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
         AccessTokenCommand::Revoke { id } => {
             let t = crate::registry::grants::revoke_access_token(&db, &id, CLI_ACTOR, now)
                 .await
-                .map_err(|e| anyhow::Error::from(crate::error::ApiError::from(e)))?;
+                .map_err(cli_error)?;
             writeln!(out, "access token {} revoked", t.id)?;
         }
     }
     out.flush()?;
     Ok(())
-}
-
-/// The API names a field `ends_at`; the CLI flag is `--until`.
-fn rename_field(e: crate::error::ApiError, api: &str, cli: &str) -> crate::error::ApiError {
-    match e {
-        crate::error::ApiError::BadRequest { code, message } => {
-            let message = match message.strip_prefix(&format!("{api}:")) {
-                Some(rest) => format!("{cli}:{rest}"),
-                None => message,
-            };
-            crate::error::ApiError::BadRequest { code, message }
-        }
-        other => other,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -701,34 +690,57 @@ fn rename_field(e: crate::error::ApiError, api: &str, cli: &str) -> crate::error
 fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
     let mut req = ListRequest::default();
     if let Some(s) = &args.status {
-        req.filter.statuses = vendor::parse_statuses(s).map_err(flag_error)?;
+        req.filter.statuses = vendor::parse_statuses(s).map_err(cli_error)?;
     }
     if let Some(s) = &args.license {
-        req.filter.licenses = vendor::parse_licenses(s).map_err(flag_error)?;
+        req.filter.licenses = vendor::parse_licenses(s).map_err(cli_error)?;
     }
     if let Some(s) = &args.product {
-        req.filter.products = vendor::parse_products(s).map_err(flag_error)?;
+        req.filter.products = vendor::parse_products(s).map_err(cli_error)?;
     }
     req.filter.q = args.q.clone().filter(|q| !q.trim().is_empty());
     if let Some(s) = &args.trial_ends_before {
         req.filter.trial_ends_before =
-            Some(vendor::parse_date_param("trial_ends_before", s).map_err(flag_error)?);
+            Some(vendor::parse_date_param("trial_ends_before", s).map_err(cli_error)?);
     }
     if let Some(s) = &args.sort {
-        req.sort = vendor::parse_sort(s).map_err(flag_error)?;
+        req.sort = vendor::parse_sort(s).map_err(cli_error)?;
     }
     Ok(req)
 }
 
-/// `status: unknown value…` → `--status: unknown value…` (the CLI's name for the field).
-fn flag_error(e: crate::error::ApiError) -> anyhow::Error {
-    match &e {
-        crate::error::ApiError::BadRequest { message, .. } => match message.split_once(": ") {
-            Some((field, why)) => anyhow::anyhow!("--{}: {why}", field.replace('_', "-")),
-            None => anyhow::anyhow!("{message}"),
-        },
-        // Not found, conflicts, database errors: keep the error (and its cause chain).
-        _ => anyhow::Error::from(e),
+/// The CLI's flag for each field a [`registry::Error::Invalid`] can name (the field's name in
+/// the admin API). A field not listed is shown under its API name.
+pub const FLAGS: [(&str, &str); 12] = [
+    ("status", "--status"),
+    ("license", "--license"),
+    ("product", "--product"),
+    ("trial_ends_before", "--trial-ends-before"),
+    ("sort", "--sort"),
+    ("name", "--name"),
+    ("days", "--days"),
+    ("reason", "--reason"),
+    ("note", "--note"),
+    ("until", "--until"),
+    ("ends_at", "--until"),
+    ("expires_at", "--until"),
+];
+
+/// The flag that sets the API field `field`.
+pub fn flag_of(field: &str) -> &str {
+    FLAGS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, flag)| flag)
+}
+
+/// A registry error as the CLI says it: an invalid field names its flag
+/// (`ends_at: must be in the future` → `--until: must be in the future`); anything else keeps
+/// its message and cause chain.
+fn cli_error(e: registry::Error) -> anyhow::Error {
+    match e {
+        registry::Error::Invalid { field, why } => anyhow::anyhow!("{}: {why}", flag_of(field)),
+        other => anyhow::Error::from(other),
     }
 }
 
@@ -1072,6 +1084,34 @@ mod tests {
         .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "ID     NAME\n1      alpha\n22222  -\n");
+    }
+
+    #[test]
+    fn invalid_fields_are_named_by_their_flag() {
+        let e = cli_error(registry::Error::invalid("ends_at", "must be in the future"));
+        assert_eq!(e.to_string(), "--until: must be in the future");
+        let e = cli_error(registry::Error::invalid(
+            "trial_ends_before",
+            "expected a date",
+        ));
+        assert_eq!(e.to_string(), "--trial-ends-before: expected a date");
+        // every flag in the table exists on some command
+        fn longs(cmd: &clap::Command, out: &mut Vec<String>) {
+            out.extend(
+                cmd.get_arguments()
+                    .filter_map(|a| a.get_long())
+                    .map(|l| format!("--{l}")),
+            );
+            cmd.get_subcommands().for_each(|c| longs(c, out));
+        }
+        let mut all = Vec::new();
+        longs(&<Cli as clap::CommandFactory>::command(), &mut all);
+        for (_, flag) in FLAGS {
+            assert!(
+                all.iter().any(|l| l == flag),
+                "{flag} is no flag of any command"
+            );
+        }
     }
 
     #[test]

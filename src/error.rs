@@ -8,6 +8,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::connect::jwt::JwtError;
+use crate::registry;
+use crate::registry::lifecycle::CallbackError;
+
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
     pub error: &'a str,
@@ -94,6 +98,40 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// The one place a registry outcome becomes an HTTP answer (the contract's status codes).
+impl From<registry::Error> for ApiError {
+    fn from(e: registry::Error) -> Self {
+        match e {
+            registry::Error::Invalid { field, why } => ApiError::invalid_field(field, why),
+            registry::Error::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            registry::Error::AccessToken(r) if r.is_conflict() => ApiError::Conflict(r.to_string()),
+            registry::Error::AccessToken(r) => {
+                ApiError::bad_request("invalid_access_token", r.to_string())
+            }
+            registry::Error::Database(e) => ApiError::from(e),
+            registry::Error::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// A lifecycle callback refused: 401 for the token, 503 when the signing key could not be
+/// fetched (the caller may retry), 400 for the body.
+impl From<CallbackError> for ApiError {
+    fn from(e: CallbackError) -> Self {
+        match e {
+            CallbackError::Token(JwtError::KeyUnavailable) => ApiError::Unavailable {
+                code: "install_keys_unavailable",
+                message: "the signed-install key could not be fetched; try again".into(),
+            },
+            CallbackError::Token(e) => ApiError::unauthorized("invalid_token", e.to_string()),
+            CallbackError::IssMismatch => ApiError::unauthorized("invalid_token", e.to_string()),
+            CallbackError::NotJson(_) => ApiError::bad_request("invalid_json", e.to_string()),
+            CallbackError::MissingField(_) => ApiError::bad_request("missing_field", e.to_string()),
+            CallbackError::Registry(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -125,4 +163,56 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse
         error: code,
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::error::{Entity, Refusal};
+
+    fn status(e: impl Into<ApiError>) -> u16 {
+        e.into().status_code().as_u16()
+    }
+
+    #[test]
+    fn registry_errors_map_to_the_contract_statuses() {
+        assert_eq!(status(registry::Error::from(Refusal::Unknown)), 400);
+        assert_eq!(status(registry::Error::from(Refusal::Expired)), 400);
+        assert_eq!(status(registry::Error::from(Refusal::Revoked)), 400);
+        assert_eq!(status(registry::Error::from(Refusal::RedeemedByOther)), 409);
+        assert_eq!(status(registry::Error::from(Refusal::BoundToOther)), 409);
+        assert_eq!(
+            status(registry::Error::invalid("token", "is required")),
+            400
+        );
+        for entity in [Entity::Installation, Entity::Grant, Entity::AccessToken] {
+            assert_eq!(status(registry::Error::not_found(entity, "x")), 404);
+        }
+        let e = ApiError::from(registry::Error::invalid(
+            "days",
+            "must be between 1 and 365",
+        ));
+        assert_eq!(e.code(), "invalid_request");
+        assert!(e.to_string().starts_with("days:"), "{e}");
+        let e = ApiError::from(registry::Error::from(Refusal::Expired));
+        assert_eq!(e.code(), "invalid_access_token");
+        assert_eq!(
+            status(registry::Error::Database(sqlx::Error::RowNotFound)),
+            500
+        );
+    }
+
+    #[test]
+    fn callback_errors_map_to_the_contract_statuses() {
+        assert_eq!(status(CallbackError::Token(JwtError::Missing)), 401);
+        assert_eq!(status(CallbackError::Token(JwtError::KeyUnavailable)), 503);
+        assert_eq!(status(CallbackError::IssMismatch), 401);
+        let e = ApiError::from(CallbackError::MissingField("clientKey"));
+        assert_eq!(
+            (e.code(), e.to_string().as_str()),
+            ("missing_field", "clientKey: is required")
+        );
+        let e = ApiError::from(CallbackError::NotJson("the body is not valid JSON"));
+        assert_eq!(e.code(), "invalid_json");
+    }
 }

@@ -52,7 +52,7 @@ fn form_fields(body: &[u8]) -> std::collections::HashMap<String, String> {
 }
 
 /// A date field (`YYYY-MM-DD`, midnight UTC) or empty for none.
-fn opt_date(field: &str, raw: &str) -> Result<Option<DateTime<Utc>>, String> {
+fn opt_date(field: &'static str, raw: &str) -> Result<Option<DateTime<Utc>>, String> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(None);
@@ -215,7 +215,7 @@ async fn installation_page(
     let c = ctx(req, s);
     let detail = match reg::detail(&state.db, key).await {
         Ok(d) => d,
-        Err(ApiError::NotFound(_)) => {
+        Err(crate::registry::Error::NotFound { .. }) => {
             return pages::html_response(
                 StatusCode::NOT_FOUND,
                 pages::message(&c, "Not found", "No installation has that client key."),

@@ -13,8 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
 use crate::licensing;
+use crate::registry::error::{Entity, Error, Refusal};
 use crate::registry::license_view;
 use crate::startup::AppState;
 use crate::store::access_tokens::{self, AccessTokenRow, NewAccessToken};
@@ -54,74 +54,6 @@ impl Target for AppState {
     }
 }
 
-/// Why a grant or token operation was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum GrantError {
-    #[error("no installation with client_key {0:?}")]
-    UnknownClient(String),
-    #[error("no grant with id {0:?}")]
-    UnknownGrant(String),
-    #[error("no access token with id {0:?}")]
-    UnknownToken(String),
-    /// A parameter out of range; the message starts with the field's name.
-    #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<GrantError> for ApiError {
-    fn from(e: GrantError) -> Self {
-        match e {
-            GrantError::UnknownClient(_)
-            | GrantError::UnknownGrant(_)
-            | GrantError::UnknownToken(_) => ApiError::not_found(e.to_string()),
-            GrantError::Invalid { field, message } => ApiError::invalid_field(field, message),
-            GrantError::Database(e) => ApiError::from(e),
-        }
-    }
-}
-
-/// Why a token could not be redeemed (contract §6 and §8).
-#[derive(Debug, thiserror::Error)]
-pub enum RedeemError {
-    #[error("token: is required")]
-    Missing,
-    #[error("token: unknown access token")]
-    Unknown,
-    #[error("token: the access token has expired")]
-    Expired,
-    #[error("token: the access token has been revoked")]
-    Revoked,
-    #[error("token: the access token was already redeemed by another site")]
-    RedeemedByOther,
-    #[error("token: the access token is meant for another site")]
-    BoundToOther,
-    #[error("no installation with client_key {0:?}")]
-    UnknownClient(String),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<RedeemError> for ApiError {
-    fn from(e: RedeemError) -> Self {
-        match e {
-            RedeemError::Missing => ApiError::invalid_field("token", "is required"),
-            RedeemError::Unknown | RedeemError::Expired | RedeemError::Revoked => {
-                ApiError::bad_request("invalid_access_token", e.to_string())
-            }
-            RedeemError::RedeemedByOther | RedeemError::BoundToOther => {
-                ApiError::Conflict(e.to_string())
-            }
-            RedeemError::UnknownClient(_) => ApiError::not_found(e.to_string()),
-            RedeemError::Database(e) => ApiError::from(e),
-        }
-    }
-}
-
 /// Extends the tenant's effective trial end by `days` (1..=365), counted from the later of
 /// `now` and the current effective trial end (the Marketplace trial end or the latest
 /// unrevoked extension, whichever is later). The grant starts at `now`, so a site whose trial
@@ -134,7 +66,7 @@ pub async fn extend_trial(
     reason: Option<&str>,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<GrantRow, GrantError> {
+) -> Result<GrantRow, Error> {
     tracing::Span::current().record("client_key", client_key);
     if !(1..=MAX_TRIAL_DAYS).contains(&days) {
         return Err(invalid(
@@ -158,7 +90,7 @@ pub async fn extend_trial(
         },
     )
     .await?
-    .ok_or_else(|| GrantError::UnknownClient(client_key.to_owned()))?;
+    .ok_or_else(|| Error::not_found(Entity::Installation, client_key))?;
     changed(to, client_key).await;
     Ok(grant)
 }
@@ -181,7 +113,7 @@ pub async fn grant_free(
     reason: Option<&str>,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<GrantRow, GrantError> {
+) -> Result<GrantRow, Error> {
     tracing::Span::current().record("client_key", client_key);
     if ends_at.is_some_and(|e| e <= now) {
         return Err(invalid("ends_at", "must be in the future"));
@@ -189,7 +121,7 @@ pub async fn grant_free(
     let reason = text("reason", reason)?;
     let grant = grants::insert_free(to.db(), client_key, ends_at, reason, actor, now)
         .await?
-        .ok_or_else(|| GrantError::UnknownClient(client_key.to_owned()))?;
+        .ok_or_else(|| Error::not_found(Entity::Installation, client_key))?;
     changed(to, client_key).await;
     Ok(grant)
 }
@@ -202,10 +134,10 @@ pub async fn revoke_grant(
     id: &str,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<GrantRow, GrantError> {
+) -> Result<GrantRow, Error> {
     let grant = grants::revoke(to.db(), id, actor, now)
         .await?
-        .ok_or_else(|| GrantError::UnknownGrant(id.to_owned()))?;
+        .ok_or_else(|| Error::not_found(Entity::Grant, id))?;
     changed(to, &grant.client_key).await;
     Ok(grant)
 }
@@ -221,7 +153,7 @@ pub async fn create_access_token(
     client_key: Option<&str>,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<(AccessTokenRow, String), GrantError> {
+) -> Result<(AccessTokenRow, String), Error> {
     if let Some(key) = client_key {
         tracing::Span::current().record("client_key", key);
     }
@@ -233,7 +165,7 @@ pub async fn create_access_token(
     if let Some(key) = client_key
         && installations::get(db, key).await?.is_none()
     {
-        return Err(GrantError::UnknownClient(key.to_owned()));
+        return Err(Error::not_found(Entity::Installation, key));
     }
     let token = new_token();
     let hash = hash_token(&token);
@@ -260,10 +192,10 @@ pub async fn revoke_access_token(
     id: &str,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<AccessTokenRow, GrantError> {
+) -> Result<AccessTokenRow, Error> {
     let (token, grant) = access_tokens::revoke(to.db(), id, actor, now)
         .await?
-        .ok_or_else(|| GrantError::UnknownToken(id.to_owned()))?;
+        .ok_or_else(|| Error::not_found(Entity::AccessToken, id))?;
     if let Some(g) = grant {
         changed(to, &g.client_key).await;
     }
@@ -271,7 +203,7 @@ pub async fn revoke_access_token(
 }
 
 /// Redeems `token` for the site `client_key`: an `access_token` grant from `now` until the
-/// token expires. Unknown, expired or revoked: [`RedeemError`] (400), nothing changes. Already
+/// token expires. Unknown, expired or revoked: a [`Refusal`] (400), nothing changes. Already
 /// redeemed by another site, or bound in advance to another: 409. Redeemed again by the same
 /// site: the existing grant (idempotent).
 #[tracing::instrument(skip_all, fields(client_key))]
@@ -281,18 +213,18 @@ pub async fn redeem_access_token(
     client_key: &str,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<GrantRow, RedeemError> {
+) -> Result<GrantRow, Error> {
     tracing::Span::current().record("client_key", client_key);
     let token = token.trim();
     if token.is_empty() {
-        return Err(RedeemError::Missing);
+        return Err(Error::invalid("token", "is required"));
     }
     if token.len() > MAX_TOKEN_LEN {
-        return Err(RedeemError::Unknown);
+        return Err(Refusal::Unknown.into());
     }
     let db = to.db();
     if installations::get(db, client_key).await?.is_none() {
-        return Err(RedeemError::UnknownClient(client_key.to_owned()));
+        return Err(Error::not_found(Entity::Installation, client_key));
     }
     let hash = hash_token(token);
     // Two rounds at most: if another redeemer changed the token between the read and the
@@ -300,14 +232,14 @@ pub async fn redeem_access_token(
     for _ in 0..2 {
         let row = access_tokens::by_hash(db, &hash)
             .await?
-            .ok_or(RedeemError::Unknown)?;
+            .ok_or(Refusal::Unknown)?;
         match redeemable(&row, client_key, now)? {
             Redeemable::AlreadyMine => {
                 if let Some(grant) = grants::for_access_token(db, &row.id).await? {
                     return Ok(grant);
                 }
                 // Redeemed but without a grant cannot happen (one transaction); say so.
-                return Err(RedeemError::Database(sqlx::Error::RowNotFound));
+                return Err(Error::Database(sqlx::Error::RowNotFound));
             }
             Redeemable::Yes => {
                 if let Some(grant) =
@@ -320,7 +252,7 @@ pub async fn redeem_access_token(
             }
         }
     }
-    Err(RedeemError::RedeemedByOther)
+    Err(Refusal::RedeemedByOther.into())
 }
 
 /// What [`redeemable`] found.
@@ -337,20 +269,20 @@ pub fn redeemable(
     row: &AccessTokenRow,
     client_key: &str,
     now: DateTime<Utc>,
-) -> Result<Redeemable, RedeemError> {
+) -> Result<Redeemable, Refusal> {
     if row.revoked_at.is_some() {
-        return Err(RedeemError::Revoked);
+        return Err(Refusal::Revoked);
     }
     match row.redeemed_by.as_deref() {
         Some(by) if by == client_key => return Ok(Redeemable::AlreadyMine),
-        Some(_) => return Err(RedeemError::RedeemedByOther),
+        Some(_) => return Err(Refusal::RedeemedByOther),
         None => {}
     }
     if row.client_key.as_deref().is_some_and(|k| k != client_key) {
-        return Err(RedeemError::BoundToOther);
+        return Err(Refusal::BoundToOther);
     }
     if row.expires_at.is_some_and(|e| e <= now) {
-        return Err(RedeemError::Expired);
+        return Err(Refusal::Expired);
     }
     Ok(Redeemable::Yes)
 }
@@ -397,15 +329,12 @@ async fn changed(to: &impl Target, client_key: &str) {
     to.tenant_changed(client_key).await;
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> GrantError {
-    GrantError::Invalid {
-        field,
-        message: message.into(),
-    }
+fn invalid(field: &'static str, why: impl Into<String>) -> Error {
+    Error::invalid(field, why)
 }
 
 /// Trims free text; empty means none; over [`MAX_TEXT`] characters is refused.
-fn text<'a>(field: &'static str, value: Option<&'a str>) -> Result<Option<&'a str>, GrantError> {
+fn text<'a>(field: &'static str, value: Option<&'a str>) -> Result<Option<&'a str>, Error> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         Some(v) if v.chars().count() > MAX_TEXT => Err(invalid(
             field,
@@ -469,7 +398,7 @@ mod tests {
         );
         assert!(matches!(
             redeemable(&mine, "b", now),
-            Err(RedeemError::RedeemedByOther)
+            Err(Refusal::RedeemedByOther)
         ));
 
         let bound = AccessTokenRow {
@@ -479,7 +408,7 @@ mod tests {
         assert_eq!(redeemable(&bound, "a", now).unwrap(), Redeemable::Yes);
         assert!(matches!(
             redeemable(&bound, "b", now),
-            Err(RedeemError::BoundToOther)
+            Err(Refusal::BoundToOther)
         ));
 
         let expired = AccessTokenRow {
@@ -488,7 +417,7 @@ mod tests {
         };
         assert!(matches!(
             redeemable(&expired, "a", now),
-            Err(RedeemError::Expired)
+            Err(Refusal::Expired)
         ));
         // the same site redeeming again after expiry still gets its grant back
         let expired_mine = AccessTokenRow {
@@ -507,25 +436,8 @@ mod tests {
         };
         assert!(matches!(
             redeemable(&revoked, "a", now),
-            Err(RedeemError::Revoked)
+            Err(Refusal::Revoked)
         ));
-    }
-
-    #[test]
-    fn errors_map_to_the_contract_statuses() {
-        use actix_web::ResponseError;
-        let status = |e: ApiError| e.status_code().as_u16();
-        assert_eq!(status(RedeemError::Unknown.into()), 400);
-        assert_eq!(status(RedeemError::Expired.into()), 400);
-        assert_eq!(status(RedeemError::Revoked.into()), 400);
-        assert_eq!(status(RedeemError::Missing.into()), 400);
-        assert_eq!(status(RedeemError::RedeemedByOther.into()), 409);
-        assert_eq!(status(RedeemError::BoundToOther.into()), 409);
-        assert_eq!(status(GrantError::UnknownClient("x".into()).into()), 404);
-        assert_eq!(status(GrantError::UnknownGrant("x".into()).into()), 404);
-        assert_eq!(status(invalid("days", "bad").into()), 400);
-        let msg = ApiError::from(invalid("days", "must be between 1 and 365")).to_string();
-        assert!(msg.starts_with("days:"), "{msg}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::connect::jwt::{self, Claims, JwtError, QshPolicy};
 use crate::connect::qsh;
 use crate::domain::{LifecycleEvent, host_of};
-use crate::error::ApiError;
+use crate::registry::Error;
 use crate::startup::AppState;
 use crate::store::installations::{self, Applied, InstallRecord};
 
@@ -37,20 +37,50 @@ pub struct Accepted {
     pub access_token: Option<String>,
 }
 
+/// Why a callback was refused. Its own type rather than [`Error`] because the answers are the
+/// protocol's: a token problem is 401 (or 503 when the key server is down), a body problem 400
+/// with the codes `invalid_json`, `missing_field` or `invalid_request`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error(transparent)]
+    Token(JwtError),
+    #[error("the token's iss does not match the payload's clientKey")]
+    IssMismatch,
+    /// The body is not a JSON object.
+    #[error("{0}")]
+    NotJson(&'static str),
+    #[error("{0}: is required")]
+    MissingField(&'static str),
+    /// A field with a wrong type or value ([`Error::Invalid`]), or the database failed.
+    #[error(transparent)]
+    Registry(#[from] Error),
+}
+
+impl From<sqlx::Error> for CallbackError {
+    fn from(e: sqlx::Error) -> Self {
+        CallbackError::Registry(e.into())
+    }
+}
+
 /// Verifies and applies one lifecycle callback.
 pub async fn handle(
     state: &AppState,
     event: LifecycleEvent,
     parts: RequestParts<'_>,
     body: &[u8],
-) -> Result<Accepted, ApiError> {
+) -> Result<Accepted, CallbackError> {
     let result = verify_and_apply(state, event, parts, body).await;
     let outcome = match &result {
         Ok(a) if a.applied == Applied::Written => "accepted",
         Ok(_) => "ignored",
-        Err(ApiError::Unauthorized { .. }) => "unauthorized",
-        Err(ApiError::BadRequest { .. }) => "bad_request",
-        Err(_) => "error",
+        Err(CallbackError::Token(JwtError::KeyUnavailable)) => "error",
+        Err(CallbackError::Token(_) | CallbackError::IssMismatch) => "unauthorized",
+        Err(
+            CallbackError::NotJson(_)
+            | CallbackError::MissingField(_)
+            | CallbackError::Registry(Error::Invalid { .. }),
+        ) => "bad_request",
+        Err(CallbackError::Registry(_)) => "error",
     };
     state
         .metrics
@@ -65,7 +95,7 @@ async fn verify_and_apply(
     event: LifecycleEvent,
     parts: RequestParts<'_>,
     body: &[u8],
-) -> Result<Accepted, ApiError> {
+) -> Result<Accepted, CallbackError> {
     let claims = verify_token(state, event, parts)
         .await
         .map_err(|e| token_error(state, e))?;
@@ -76,10 +106,7 @@ async fn verify_and_apply(
             .verification_failures
             .with_label_values(&["iss_mismatch"])
             .inc();
-        return Err(ApiError::unauthorized(
-            "invalid_token",
-            "the token's iss does not match the payload's clientKey",
-        ));
+        return Err(CallbackError::IssMismatch);
     }
     let iat = claims.iat.unwrap_or_default();
     let now = crate::store::now();
@@ -186,21 +213,14 @@ async fn verify_token(
     Ok(claims)
 }
 
-fn token_error(state: &AppState, e: JwtError) -> ApiError {
+fn token_error(state: &AppState, e: JwtError) -> CallbackError {
     state
         .metrics
         .verification_failures
         .with_label_values(&[e.reason()])
         .inc();
     tracing::info!(reason = e.reason(), "lifecycle callback rejected");
-    match e {
-        // Not the caller's fault: the key server did not answer. 503 lets the admin retry.
-        JwtError::KeyUnavailable => ApiError::Unavailable {
-            code: "install_keys_unavailable",
-            message: "the signed-install key could not be fetched; try again".into(),
-        },
-        e => ApiError::unauthorized("invalid_token", e.to_string()),
-    }
+    CallbackError::Token(e)
 }
 
 /// Step 2: the body.
@@ -210,14 +230,11 @@ struct Payload {
 }
 
 impl Payload {
-    fn parse(body: &[u8], event: LifecycleEvent, app_key: &str) -> Result<Payload, ApiError> {
+    fn parse(body: &[u8], event: LifecycleEvent, app_key: &str) -> Result<Payload, CallbackError> {
         let value: Value = serde_json::from_slice(body)
-            .map_err(|_| ApiError::bad_request("invalid_json", "the body is not valid JSON"))?;
+            .map_err(|_| CallbackError::NotJson("the body is not valid JSON"))?;
         let Value::Object(obj) = value else {
-            return Err(ApiError::bad_request(
-                "invalid_json",
-                "the body must be a JSON object",
-            ));
+            return Err(CallbackError::NotJson("the body must be a JSON object"));
         };
         let p = Payload {
             client_key: required(&obj, "clientKey")?,
@@ -234,17 +251,15 @@ impl Payload {
             optional(&p.obj, field)?;
         }
         if event_type != event.as_str() {
-            return Err(ApiError::invalid_field(
-                "eventType",
-                format!("expected \"{}\" on this route", event.as_str()),
-            ));
+            let why = format!("expected \"{}\" on this route", event.as_str());
+            return Err(Error::invalid("eventType", why).into());
         }
         if key != app_key {
-            return Err(ApiError::invalid_field("key", "is not this app's key"));
+            return Err(Error::invalid("key", "is not this app's key").into());
         }
         match url::Url::parse(&base_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-            _ => return Err(ApiError::invalid_field("baseUrl", "is not an http(s) URL")),
+            _ => return Err(Error::invalid("baseUrl", "is not an http(s) URL").into()),
         }
         Ok(p)
     }
@@ -256,13 +271,13 @@ impl Payload {
             .map(str::to_owned)
     }
 
-    fn install_record(&self) -> Result<InstallRecord, ApiError> {
+    fn install_record(&self) -> Result<InstallRecord, CallbackError> {
         let base_url = self.str("baseUrl").unwrap_or_default();
         Ok(InstallRecord {
             client_key: self.client_key.clone(),
             app_key: self.str("key").unwrap_or_default(),
             base_host: host_of(&base_url)
-                .ok_or_else(|| ApiError::invalid_field("baseUrl", "has no host"))?,
+                .ok_or_else(|| Error::invalid("baseUrl", "has no host"))?,
             base_url: base_url.trim_end_matches('/').to_owned(),
             display_url: self.str("displayUrl"),
             product_type: self.str("productType").unwrap_or_default(),
@@ -300,22 +315,19 @@ const OPTIONAL: [&str; 11] = [
     "sharedSecret",
 ];
 
-fn required(obj: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+fn required(obj: &Map<String, Value>, field: &'static str) -> Result<String, CallbackError> {
     match obj.get(field) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(ApiError::invalid_field(field, "must not be empty")),
-        None | Some(Value::Null) => Err(ApiError::bad_request(
-            "missing_field",
-            format!("{field}: is required"),
-        )),
-        Some(_) => Err(ApiError::invalid_field(field, "must be a string")),
+        Some(Value::String(_)) => Err(Error::invalid(field, "must not be empty").into()),
+        None | Some(Value::Null) => Err(CallbackError::MissingField(field)),
+        Some(_) => Err(Error::invalid(field, "must be a string").into()),
     }
 }
 
-fn optional(obj: &Map<String, Value>, field: &str) -> Result<(), ApiError> {
+fn optional(obj: &Map<String, Value>, field: &'static str) -> Result<(), Error> {
     match obj.get(field) {
         None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
-        Some(_) => Err(ApiError::invalid_field(field, "must be a string")),
+        Some(_) => Err(Error::invalid(field, "must be a string")),
     }
 }
 

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::domain::LicenseState;
 use crate::domain::Status;
-use crate::error::ApiError;
+use crate::registry::error::{Entity, Error};
 use crate::store::access_tokens::{self, AccessTokenRow};
 use crate::store::admin_tokens::{self, AdminTokenRow};
 use crate::store::events::EventRow;
@@ -353,7 +353,7 @@ pub fn install_url(app_base_url: &url::Url, token: &str) -> String {
 }
 
 /// Every access token, newest first.
-pub async fn list_access_tokens(db: &Db) -> Result<Vec<AccessToken>, ApiError> {
+pub async fn list_access_tokens(db: &Db) -> Result<Vec<AccessToken>, Error> {
     Ok(access_tokens::list(db)
         .await?
         .iter()
@@ -531,11 +531,11 @@ fn comma_values(raw: &str) -> impl Iterator<Item = &str> {
 }
 
 /// `installed,enabled` → statuses; an unknown value is a 400 naming `status`.
-pub fn parse_statuses(raw: &str) -> Result<Vec<Status>, ApiError> {
+pub fn parse_statuses(raw: &str) -> Result<Vec<Status>, Error> {
     comma_values(raw)
         .map(|v| {
             Status::parse(v).ok_or_else(|| {
-                ApiError::invalid_field(
+                Error::invalid(
                     "status",
                     format!(
                         "unknown value {v:?}; expected installed, enabled, disabled or uninstalled"
@@ -547,11 +547,11 @@ pub fn parse_statuses(raw: &str) -> Result<Vec<Status>, ApiError> {
 }
 
 /// `active,trial` → license states; an unknown value is a 400 naming `license`.
-pub fn parse_licenses(raw: &str) -> Result<Vec<LicenseState>, ApiError> {
+pub fn parse_licenses(raw: &str) -> Result<Vec<LicenseState>, Error> {
     comma_values(raw)
         .map(|v| {
             LicenseState::parse(v).ok_or_else(|| {
-                ApiError::invalid_field(
+                Error::invalid(
                     "license",
                     format!("unknown value {v:?}; expected active, trial, free or unlicensed"),
                 )
@@ -560,7 +560,7 @@ pub fn parse_licenses(raw: &str) -> Result<Vec<LicenseState>, ApiError> {
         .collect()
 }
 
-pub fn parse_products(raw: &str) -> Result<Vec<String>, ApiError> {
+pub fn parse_products(raw: &str) -> Result<Vec<String>, Error> {
     comma_values(raw)
         .map(|v| {
             PRODUCTS
@@ -568,7 +568,7 @@ pub fn parse_products(raw: &str) -> Result<Vec<String>, ApiError> {
                 .find(|p| **p == v)
                 .map(|p| (*p).to_owned())
                 .ok_or_else(|| {
-                    ApiError::invalid_field(
+                    Error::invalid(
                         "product",
                         format!(
                             "unknown value {v:?}; expected one of {}",
@@ -580,9 +580,9 @@ pub fn parse_products(raw: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-pub fn parse_sort(raw: &str) -> Result<Sort, ApiError> {
+pub fn parse_sort(raw: &str) -> Result<Sort, Error> {
     Sort::parse(raw.trim()).ok_or_else(|| {
-        ApiError::invalid_field(
+        Error::invalid(
             "sort",
             format!(
                 "unknown value {raw:?}; expected installed_at, -installed_at, trial_end or base_url"
@@ -591,10 +591,10 @@ pub fn parse_sort(raw: &str) -> Result<Sort, ApiError> {
     })
 }
 
-pub fn parse_limit(raw: &str) -> Result<u32, ApiError> {
+pub fn parse_limit(raw: &str) -> Result<u32, Error> {
     match raw.trim().parse::<u32>() {
         Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid_field(
+        _ => Err(Error::invalid(
             "limit",
             format!("must be a whole number from 1 to {MAX_LIMIT}, got {raw:?}"),
         )),
@@ -602,7 +602,7 @@ pub fn parse_limit(raw: &str) -> Result<u32, ApiError> {
 }
 
 /// A date (`2026-05-01`, meaning its midnight UTC) or an RFC 3339 instant.
-pub fn parse_date_param(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+pub fn parse_date_param(field: &'static str, raw: &str) -> Result<DateTime<Utc>, Error> {
     let raw = raw.trim();
     if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
         if let Some(t) = d.and_hms_opt(0, 0, 0) {
@@ -611,17 +611,15 @@ pub fn parse_date_param(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiErro
     }
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            ApiError::invalid_field(field, format!("expected a date (YYYY-MM-DD), got {raw:?}"))
-        })
+        .map_err(|_| Error::invalid(field, format!("expected a date (YYYY-MM-DD), got {raw:?}")))
 }
 
 /// An RFC 3339 instant (request bodies and CLI `--until`).
-pub fn parse_rfc3339(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+pub fn parse_rfc3339(field: &'static str, raw: &str) -> Result<DateTime<Utc>, Error> {
     DateTime::parse_from_rfc3339(raw.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
-            ApiError::invalid_field(
+            Error::invalid(
                 field,
                 format!("expected an RFC 3339 timestamp such as 2026-12-31T00:00:00Z, got {raw:?}"),
             )
@@ -630,7 +628,7 @@ pub fn parse_rfc3339(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> 
 
 /// Parses the query string of `GET /admin/installations`. `accepts_csv` is true when the
 /// `Accept` header asks for `text/csv` (an explicit `format` wins).
-pub fn parse_list_query(query: &str, accepts_csv: bool) -> Result<ListRequest, ApiError> {
+pub fn parse_list_query(query: &str, accepts_csv: bool) -> Result<ListRequest, Error> {
     let mut multi: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         multi
@@ -654,7 +652,7 @@ pub fn parse_list_query(query: &str, accepts_csv: bool) -> Result<ListRequest, A
     if let Some(v) = last("q") {
         let v = v.trim().to_owned();
         if v.chars().count() > 200 {
-            return Err(ApiError::invalid_field("q", "longer than 200 characters"));
+            return Err(Error::invalid("q", "longer than 200 characters"));
         }
         req.filter.q = (!v.is_empty()).then_some(v);
     }
@@ -674,7 +672,7 @@ pub fn parse_list_query(query: &str, accepts_csv: bool) -> Result<ListRequest, A
         Some("csv") => Format::Csv,
         Some("json") => Format::Json,
         Some(other) => {
-            return Err(ApiError::invalid_field(
+            return Err(Error::invalid(
                 "format",
                 format!("unknown value {other:?}; expected json or csv"),
             ));
@@ -715,8 +713,8 @@ pub fn encode_cursor(sort: Sort, after: &After) -> String {
     URL_SAFE_NO_PAD.encode(json)
 }
 
-pub fn decode_cursor(sort: Sort, raw: &str) -> Result<After, ApiError> {
-    let bad = |why: &str| ApiError::invalid_field("cursor", why.to_owned());
+pub fn decode_cursor(sort: Sort, raw: &str) -> Result<After, Error> {
+    let bad = |why: &str| Error::invalid("cursor", why);
     let bytes = URL_SAFE_NO_PAD
         .decode(raw.trim().trim_end_matches('='))
         .map_err(|_| bad("not a cursor from a previous page"))?;
@@ -749,7 +747,7 @@ pub fn decode_cursor(sort: Sort, raw: &str) -> Result<After, ApiError> {
 // Queries
 // ---------------------------------------------------------------------------------------
 
-async fn with_grants(db: &Db, rows: &[InstallationRow]) -> Result<Vec<Installation>, ApiError> {
+async fn with_grants(db: &Db, rows: &[InstallationRow]) -> Result<Vec<Installation>, Error> {
     let keys: Vec<String> = rows.iter().map(|r| r.client_key.clone()).collect();
     let mut by_key: HashMap<String, Vec<GrantRow>> = HashMap::new();
     for g in listing::grants_for(db, &keys).await? {
@@ -765,7 +763,7 @@ async fn with_grants(db: &Db, rows: &[InstallationRow]) -> Result<Vec<Installati
 }
 
 /// One page of installations, with the cursor of the next one and the total.
-pub async fn list(db: &Db, req: &ListRequest) -> Result<InstallationPage, ApiError> {
+pub async fn list(db: &Db, req: &ListRequest) -> Result<InstallationPage, Error> {
     // The page and the total are independent: run them side by side (separate pool
     // connections), so a filter that scans costs one scan of latency, not two.
     let (rows, total) = tokio::try_join!(
@@ -793,7 +791,7 @@ pub fn all_matching(
     db: Db,
     filter: Filter,
     sort: Sort,
-) -> impl Stream<Item = Result<Vec<Installation>, ApiError>> {
+) -> impl Stream<Item = Result<Vec<Installation>, Error>> {
     async_stream::try_stream! {
         let mut after: Option<After> = None;
         loop {
@@ -810,10 +808,10 @@ pub fn all_matching(
 }
 
 /// One installation with its history and audit trail; 404 when unknown.
-pub async fn detail(db: &Db, client_key: &str) -> Result<InstallationDetail, ApiError> {
-    let row = installations::get(db, client_key).await?.ok_or_else(|| {
-        ApiError::not_found(format!("no installation with client_key {client_key:?}"))
-    })?;
+pub async fn detail(db: &Db, client_key: &str) -> Result<InstallationDetail, Error> {
+    let row = installations::get(db, client_key)
+        .await?
+        .ok_or_else(|| Error::not_found(Entity::Installation, client_key))?;
     let grants = grants::for_client(db, client_key).await?;
     let events = events::for_client(db, client_key).await?;
     let audit = audit::for_client(db, client_key).await?;
@@ -825,7 +823,7 @@ pub async fn detail(db: &Db, client_key: &str) -> Result<InstallationDetail, Api
 }
 
 /// Counts by status and license state, and trials ending within 7 days of `now`.
-pub async fn summary(db: &Db, now: DateTime<Utc>) -> Result<Summary, ApiError> {
+pub async fn summary(db: &Db, now: DateTime<Utc>) -> Result<Summary, Error> {
     let mut by_status = StatusCounts::default();
     let mut total = 0;
     for (status, n) in listing::counts_by(db, GroupColumn::Status).await? {
@@ -977,24 +975,19 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
     ]
 }
 
-fn csv_bytes(records: impl IntoIterator<Item = Vec<String>>) -> Result<Bytes, ApiError> {
+fn csv_bytes(records: impl IntoIterator<Item = Vec<String>>) -> Result<Bytes, Error> {
     let mut w = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
     for r in records {
-        w.write_record(&r)
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        w.write_record(&r).map_err(|e| Error::Internal(e.into()))?;
     }
     let buf = w
         .into_inner()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+        .map_err(|e| Error::Internal(anyhow::anyhow!("{e}")))?;
     Ok(Bytes::from(buf))
 }
 
 /// The whole export as a stream of CSV chunks: the header row, then one chunk per batch.
-pub fn csv_stream(
-    db: Db,
-    filter: Filter,
-    sort: Sort,
-) -> impl Stream<Item = Result<Bytes, ApiError>> {
+pub fn csv_stream(db: Db, filter: Filter, sort: Sort) -> impl Stream<Item = Result<Bytes, Error>> {
     use futures::StreamExt;
     let header = futures::stream::once(async {
         csv_bytes([CSV_HEADER.iter().map(|s| (*s).to_owned()).collect()])
@@ -1017,13 +1010,10 @@ pub async fn create_admin_token(
     name: &str,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<CreatedAdminToken, ApiError> {
+) -> Result<CreatedAdminToken, Error> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid_field(
-            "name",
-            "must be 1 to 100 characters",
-        ));
+        return Err(Error::invalid("name", "must be 1 to 100 characters"));
     }
     let (row, token) = admin_tokens::create(db, name, now).await?;
     audit::record(
@@ -1045,7 +1035,7 @@ pub async fn create_admin_token(
     })
 }
 
-pub async fn list_admin_tokens(db: &Db) -> Result<Vec<AdminToken>, ApiError> {
+pub async fn list_admin_tokens(db: &Db) -> Result<Vec<AdminToken>, Error> {
     Ok(admin_tokens::list(db)
         .await?
         .into_iter()
@@ -1059,10 +1049,10 @@ pub async fn revoke_admin_token(
     id: &str,
     actor: &str,
     now: DateTime<Utc>,
-) -> Result<AdminToken, ApiError> {
+) -> Result<AdminToken, Error> {
     let row = admin_tokens::revoke(db, id, now)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no admin token with id {id:?}")))?;
+        .ok_or_else(|| Error::not_found(Entity::AdminToken, id))?;
     audit::record(
         db,
         None,

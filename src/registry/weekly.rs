@@ -6,7 +6,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::registry::Error;
 use crate::store::{Db, charts};
 
 /// How many weeks the summary covers, the current one included.
@@ -68,7 +68,7 @@ pub fn bucket<'a>(
 }
 
 /// The weekly summary as of `now`.
-pub async fn weekly(db: &Db, now: DateTime<Utc>) -> Result<WeeklySummary, ApiError> {
+pub async fn weekly(db: &Db, now: DateTime<Utc>) -> Result<WeeklySummary, Error> {
     let first = week_start(now) - Duration::weeks(WEEKS as i64 - 1);
     let since = first
         .and_hms_opt(0, 0, 0)

@@ -356,7 +356,7 @@ fn opt_time(
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
     match body.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => vendor::parse_rfc3339(field, s).map(Some),
+        Some(serde_json::Value::String(s)) => Ok(Some(vendor::parse_rfc3339(field, s)?)),
         Some(_) => Err(ApiError::invalid_field(
             field,
             "must be an RFC 3339 timestamp string or null",

@@ -1,5 +1,5 @@
 //! The command line (contract §2). Each command is a thin layer over the same functions the
-//! admin API calls ([`crate::registry::vendor`] and the grant rules), working on the database
+//! admin API calls (the modules of [`crate::registry`]), working on the database
 //! directly: it connects and migrates itself, so it also works on a fresh database. Changes are
 //! recorded in the audit log with the actor `cli`.
 //!
@@ -14,7 +14,9 @@ use futures::StreamExt;
 
 use crate::config::Config;
 use crate::registry;
-use crate::registry::vendor::{self, Installation, InstallationDetail, ListRequest};
+use crate::registry::list_query::{self, ListRequest};
+use crate::registry::views::{self, Installation, InstallationDetail};
+use crate::registry::{admin_tokens, export, grants};
 use crate::startup::Application;
 use crate::store::Db;
 
@@ -461,7 +463,7 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
     let mut out = io::stdout().lock();
     match cmd {
         AdminTokenCommand::Create { name, format } => {
-            let created = vendor::create_admin_token(&db, &name, CLI_ACTOR, now)
+            let created = admin_tokens::create(&db, &name, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
             match format {
@@ -481,7 +483,7 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
         }
         AdminTokenCommand::List { format } => {
             say_database(config);
-            let items = vendor::list_admin_tokens(&db).await?;
+            let items = admin_tokens::list(&db).await?;
             let rows = items
                 .iter()
                 .map(|t| {
@@ -503,7 +505,7 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
             )?;
         }
         AdminTokenCommand::Revoke { id } => {
-            let t = vendor::revoke_admin_token(&db, &id, CLI_ACTOR, now).await?;
+            let t = admin_tokens::revoke(&db, &id, CLI_ACTOR, now).await?;
             writeln!(out, "admin token {} ({}) revoked", t.id, t.name)?;
         }
     }
@@ -515,7 +517,7 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
 // trial, grant, access-token: the same rules as the admin API (crate::registry::grants)
 // ---------------------------------------------------------------------------------------
 
-fn print_grant(out: &mut impl Write, g: &vendor::Grant, format: ItemFormat) -> anyhow::Result<()> {
+fn print_grant(out: &mut impl Write, g: &views::Grant, format: ItemFormat) -> anyhow::Result<()> {
     match format {
         ItemFormat::Json => {
             serde_json::to_writer(&mut *out, g)?;
@@ -546,7 +548,7 @@ async fn trial(config: &Config, cmd: TrialCommand) -> anyhow::Result<()> {
     } = cmd;
     let days = u32::try_from(days)
         .map_err(|_| anyhow::anyhow!("--days: must be a whole number from 1 to 365"))?;
-    let g = crate::registry::grants::extend_trial(
+    let g = grants::extend_trial(
         &db,
         &client_key,
         days,
@@ -556,7 +558,7 @@ async fn trial(config: &Config, cmd: TrialCommand) -> anyhow::Result<()> {
     )
     .await
     .map_err(cli_error)?;
-    print_grant(&mut io::stdout().lock(), &vendor::Grant::from(&g), format)
+    print_grant(&mut io::stdout().lock(), &views::Grant::from(&g), format)
 }
 
 async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
@@ -571,23 +573,16 @@ async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
         } => {
             let until = until
                 .as_deref()
-                .map(|u| vendor::parse_rfc3339("until", u))
+                .map(|u| list_query::parse_rfc3339("until", u))
                 .transpose()
                 .map_err(cli_error)?;
-            let g = crate::registry::grants::grant_free(
-                &db,
-                &client_key,
-                until,
-                reason.as_deref(),
-                CLI_ACTOR,
-                now,
-            )
-            .await
-            .map_err(cli_error)?;
-            print_grant(&mut io::stdout().lock(), &vendor::Grant::from(&g), format)
+            let g = grants::grant_free(&db, &client_key, until, reason.as_deref(), CLI_ACTOR, now)
+                .await
+                .map_err(cli_error)?;
+            print_grant(&mut io::stdout().lock(), &views::Grant::from(&g), format)
         }
         GrantCommand::Revoke { grant_id } => {
-            let g = crate::registry::grants::revoke_grant(&db, &grant_id, CLI_ACTOR, now)
+            let g = grants::revoke_grant(&db, &grant_id, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
             println!("grant {} ({} for {}) revoked", g.id, g.kind, g.client_key);
@@ -609,10 +604,10 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
         } => {
             let until = until
                 .as_deref()
-                .map(|u| vendor::parse_rfc3339("until", u))
+                .map(|u| list_query::parse_rfc3339("until", u))
                 .transpose()
                 .map_err(cli_error)?;
-            let (row, token) = crate::registry::grants::create_access_token(
+            let (row, token) = grants::create_access_token(
                 &db,
                 note.as_deref(),
                 until,
@@ -622,7 +617,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
             )
             .await
             .map_err(cli_error)?;
-            let created = vendor::CreatedAccessToken::new(&row, token, &config.app_base_url);
+            let created = views::CreatedAccessToken::new(&row, token, &config.app_base_url);
             match format {
                 ItemFormat::Json => {
                     serde_json::to_writer(&mut out, &created)?;
@@ -639,7 +634,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
         }
         AccessTokenCommand::List { format } => {
             say_database(config);
-            let items = vendor::list_access_tokens(&db).await?;
+            let items = grants::list_access_tokens(&db).await?;
             let rows = items
                 .iter()
                 .map(|t| {
@@ -673,7 +668,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
             )?;
         }
         AccessTokenCommand::Revoke { id } => {
-            let t = crate::registry::grants::revoke_access_token(&db, &id, CLI_ACTOR, now)
+            let t = grants::revoke_access_token(&db, &id, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
             writeln!(out, "access token {} revoked", t.id)?;
@@ -690,21 +685,21 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
 fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
     let mut req = ListRequest::default();
     if let Some(s) = &args.status {
-        req.filter.statuses = vendor::parse_statuses(s).map_err(cli_error)?;
+        req.filter.statuses = list_query::parse_statuses(s).map_err(cli_error)?;
     }
     if let Some(s) = &args.license {
-        req.filter.licenses = vendor::parse_licenses(s).map_err(cli_error)?;
+        req.filter.licenses = list_query::parse_licenses(s).map_err(cli_error)?;
     }
     if let Some(s) = &args.product {
-        req.filter.products = vendor::parse_products(s).map_err(cli_error)?;
+        req.filter.products = list_query::parse_products(s).map_err(cli_error)?;
     }
     req.filter.q = args.q.clone().filter(|q| !q.trim().is_empty());
     if let Some(s) = &args.trial_ends_before {
         req.filter.trial_ends_before =
-            Some(vendor::parse_date_param("trial_ends_before", s).map_err(cli_error)?);
+            Some(list_query::parse_date_param("trial_ends_before", s).map_err(cli_error)?);
     }
     if let Some(s) = &args.sort {
-        req.sort = vendor::parse_sort(s).map_err(cli_error)?;
+        req.sort = list_query::parse_sort(s).map_err(cli_error)?;
     }
     Ok(req)
 }
@@ -805,9 +800,9 @@ async fn installations(config: &Config, cmd: InstallationsCommand) -> anyhow::Re
                 }
                 ListFormat::Csv => {
                     let mut w = csv::Writer::from_writer(&mut out);
-                    w.write_record(vendor::CSV_HEADER)?;
+                    w.write_record(export::CSV_HEADER)?;
                     each_installation(&db, &req, max, |i| {
-                        w.write_record(vendor::csv_record(&i, now))?;
+                        w.write_record(export::csv_record(&i, now))?;
                         Ok(())
                     })
                     .await?;
@@ -827,7 +822,7 @@ async fn installations(config: &Config, cmd: InstallationsCommand) -> anyhow::Re
             }
         }
         InstallationsCommand::Show { client_key, format } => {
-            let d = vendor::detail(&db, &client_key).await?;
+            let d = registry::installations::detail(&db, &client_key).await?;
             match format {
                 ItemFormat::Json => {
                     serde_json::to_writer_pretty(&mut out, &d)?;
@@ -849,7 +844,7 @@ async fn each_installation(
     max: u64,
     mut f: impl FnMut(Installation) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut stream = Box::pin(vendor::all_matching(
+    let mut stream = Box::pin(registry::installations::all_matching(
         db.clone(),
         req.filter.clone(),
         req.sort,

@@ -108,6 +108,7 @@ impl From<registry::Error> for ApiError {
             registry::Error::AccessToken(r) => {
                 ApiError::bad_request("invalid_access_token", r.to_string())
             }
+            registry::Error::Unauthenticated(why) => ApiError::unauthorized("unauthorized", why),
             registry::Error::Database(e) => ApiError::from(e),
             registry::Error::Internal(e) => ApiError::Internal(e),
         }

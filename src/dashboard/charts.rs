@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use maud::{Markup, html};
 
 use crate::error::ApiError;
-use crate::registry::vendor as reg;
+use crate::registry::views;
 use crate::registry::weekly::{self, Week};
 use crate::store::{Db, charts};
 
@@ -21,7 +21,7 @@ pub const TRIAL_DAYS: i64 = 30;
 /// Every chart of the Overview.
 pub async fn overview_charts(
     db: &Db,
-    summary: &reg::Summary,
+    summary: &views::Summary,
     now: DateTime<Utc>,
 ) -> Result<Markup, ApiError> {
     let weeks = weekly::weekly(db, now).await?.weeks;

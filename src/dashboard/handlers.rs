@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use super::pages::{self, ActionForm, Ctx, ListForm};
 use super::{Signed, root, session};
 use crate::error::ApiError;
-use crate::registry::grants;
-use crate::registry::vendor as reg;
+use crate::registry::{export, grants, installations, list_query, views};
 use crate::startup::SharedState;
 
 type Page = Result<HttpResponse, actix_web::Error>;
@@ -57,7 +56,7 @@ fn opt_date(field: &'static str, raw: &str) -> Result<Option<DateTime<Utc>>, Str
     if raw.is_empty() {
         return Ok(None);
     }
-    reg::parse_date_param(field, raw)
+    list_query::parse_date_param(field, raw)
         .map(Some)
         .map_err(|e| e.to_string())
 }
@@ -161,7 +160,7 @@ pub async fn installations(state: SharedState, req: HttpRequest, Signed(s): Sign
     let c = ctx(&req, &s);
     let form = ListForm::from_query(req.query_string());
     let query = form.to_query((!form.cursor.is_empty()).then_some(form.cursor.as_str()));
-    let list = match reg::parse_list_query(&query, false) {
+    let list = match list_query::parse_list_query(&query, false) {
         Ok(l) => l,
         Err(e) => {
             return Ok(pages::html_response(
@@ -170,7 +169,7 @@ pub async fn installations(state: SharedState, req: HttpRequest, Signed(s): Sign
             ));
         }
     };
-    match reg::list(&state.db, &list).await {
+    match installations::list(&state.db, &list).await {
         Ok(page) => ok(pages::installations(&c, &form, Some(&page), None)),
         Err(e) => Ok(internal(&req, e)),
     }
@@ -179,7 +178,7 @@ pub async fn installations(state: SharedState, req: HttpRequest, Signed(s): Sign
 /// The CSV export of the current filter, as `GET /admin/installations?format=csv` streams it.
 pub async fn installations_csv(state: SharedState, req: HttpRequest, Signed(s): Signed) -> Page {
     let form = ListForm::from_query(req.query_string());
-    let list = match reg::parse_list_query(&form.to_query(None), true) {
+    let list = match list_query::parse_list_query(&form.to_query(None), true) {
         Ok(l) => l,
         Err(e) => {
             return Ok(pages::html_response(
@@ -188,7 +187,7 @@ pub async fn installations_csv(state: SharedState, req: HttpRequest, Signed(s): 
             ));
         }
     };
-    let stream = reg::csv_stream(state.db.clone(), list.filter, list.sort);
+    let stream = export::csv_stream(state.db.clone(), list.filter, list.sort);
     let stream = futures::StreamExt::map(stream, |chunk| {
         chunk.map_err(|e| {
             tracing::error!(error = ?e, "CSV export failed mid-stream");
@@ -213,7 +212,7 @@ async fn installation_page(
     error: Option<pages::ActionError<'_>>,
 ) -> HttpResponse {
     let c = ctx(req, s);
-    let detail = match reg::detail(&state.db, key).await {
+    let detail = match installations::detail(&state.db, key).await {
         Ok(d) => d,
         Err(crate::registry::Error::NotFound { .. }) => {
             return pages::html_response(
@@ -410,7 +409,7 @@ async fn take_shown(
     Ok(serde_json::from_str::<ShownToken>(&raw)
         .ok()
         .map(|t| pages::Shown {
-            install_url: reg::install_url(&state.config.app_base_url, &t.token),
+            install_url: views::install_url(&state.config.app_base_url, &t.token),
             id: t.id,
             token: t.token,
         }))
@@ -423,7 +422,7 @@ async fn access_tokens_page(
     status: StatusCode,
     error: Option<(&str, &ActionForm, &str)>,
 ) -> HttpResponse {
-    let items = match reg::list_access_tokens(&state.db).await {
+    let items = match grants::list_access_tokens(&state.db).await {
         Ok(items) => items,
         Err(e) => return internal(req, e),
     };
@@ -541,7 +540,7 @@ pub async fn revoke_access_token(
 
 pub async fn overview(state: SharedState, req: HttpRequest, Signed(s): Signed) -> HttpResponse {
     let now = crate::store::now();
-    let summary = match reg::summary(&state.db, now).await {
+    let summary = match installations::summary(&state.db, now).await {
         Ok(v) => v,
         Err(e) => return internal(&req, e),
     };

@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use crate::registry::vendor as reg;
+use crate::registry::{list_query, views};
 
 /// The stylesheet and the little script, compiled into the binary.
 pub const STYLESHEET: &str = include_str!("../../assets/dashboard.css");
@@ -338,7 +338,7 @@ fn list_filters(ctx: &Ctx, f: &ListForm) -> Markup {
                 div.filtergrid {
                     fieldset { legend { "Status" } (checkboxes("status", &STATUSES, &f.status)) }
                     fieldset { legend { "Licence" } (checkboxes("license", &LICENSES, &f.license)) }
-                    fieldset { legend { "Product" } (checkboxes("product", &reg::PRODUCTS, &f.product)) }
+                    fieldset { legend { "Product" } (checkboxes("product", &list_query::PRODUCTS, &f.product)) }
                     fieldset {
                         legend { "Trial" }
                         label for="teb" { "Trial ends before" }
@@ -371,7 +371,7 @@ fn list_filters(ctx: &Ctx, f: &ListForm) -> Markup {
 pub fn installations(
     ctx: &Ctx,
     form: &ListForm,
-    page: Option<&reg::InstallationPage>,
+    page: Option<&views::InstallationPage>,
     error: Option<&str>,
 ) -> Markup {
     let r = &ctx.root;
@@ -414,7 +414,7 @@ pub fn installations(
     layout(ctx, "Installations", Nav::Installations, content)
 }
 
-fn installation_row(ctx: &Ctx, i: &reg::Installation) -> Markup {
+fn installation_row(ctx: &Ctx, i: &views::Installation) -> Markup {
     let l = &i.license;
     let c = i.customer.as_ref();
     let tc = c.and_then(|c| c.technical_contact.as_ref());
@@ -505,7 +505,7 @@ fn dl_row(label: &str, value: Markup) -> Markup {
     html! { div { dt { (label) } dd { (value) } } }
 }
 
-fn contact(c: Option<&reg::Contact>) -> Markup {
+fn contact(c: Option<&views::Contact>) -> Markup {
     match c {
         None => html! { span.none { "—" } },
         Some(c) => html! {
@@ -519,7 +519,7 @@ fn contact(c: Option<&reg::Contact>) -> Markup {
 /// The Installation page: everything of the detail view and the actions.
 pub fn installation(
     ctx: &Ctx,
-    d: &reg::InstallationDetail,
+    d: &views::InstallationDetail,
     done: Option<&str>,
     shown: Option<&Shown>,
     error: Option<ActionError<'_>>,
@@ -698,7 +698,7 @@ pub fn installation(
 
 pub fn access_tokens(
     ctx: &Ctx,
-    items: &[reg::AccessToken],
+    items: &[views::AccessToken],
     done: Option<&str>,
     shown: Option<&Shown>,
     error: Option<(&str, &ActionForm, &str)>,
@@ -782,7 +782,7 @@ fn stat(label: &str, value: i64, href: Option<String>) -> Markup {
 }
 
 /// The Overview: the summary counts, then the charts (already drawn as SVG markup).
-pub fn overview(ctx: &Ctx, s: &reg::Summary, charts: Markup) -> Markup {
+pub fn overview(ctx: &Ctx, s: &views::Summary, charts: Markup) -> Markup {
     let r = &ctx.root;
     let list = |q: &str| Some(format!("{r}/installations?{q}"));
     let content = html! {

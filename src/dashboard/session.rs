@@ -16,7 +16,9 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::{Db, admin_tokens, sessions};
+use crate::registry::tokens::{self, TokenKind};
+use crate::registry::{self, admin_tokens};
+use crate::store::{Db, sessions};
 
 /// A session lasts at most this long from sign-in (contract: at most 12 hours).
 pub const LIFETIME: Duration = Duration::hours(12);
@@ -54,7 +56,7 @@ pub struct Session {
 impl Session {
     fn from_secret(secret: &str, actor: String) -> Session {
         Session {
-            id_hash: hex::encode(Sha256::digest(secret.as_bytes())),
+            id_hash: tokens::hash(secret),
             actor,
             csrf: hex::encode(derive(secret, b"csrf")),
             flash_key: derive(secret, b"flash"),
@@ -88,16 +90,6 @@ fn derive(secret: &str, label: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
 /// Why a sign-in was refused (the page says only "not valid": which check failed is not told).
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
@@ -120,22 +112,16 @@ pub async fn sign_in(
     if token.is_empty() {
         return Err(SignInError::Invalid);
     }
-    let (admin_token_id, env_token_hash, actor) =
-        if env_token.is_some_and(|e| crate::routes::admin::env_token_matches(token, e)) {
-            (None, Some(sha256_hex(token)), "env".to_owned())
-        } else {
-            match admin_tokens::find_active(db, &admin_tokens::hash(token)).await? {
-                Some(row) => {
-                    if let Err(e) = admin_tokens::touch(db, &row.id, now).await {
-                        tracing::warn!(error = %e, "could not record admin token use");
-                    }
-                    (Some(row.id), None, row.name)
-                }
-                None => return Err(SignInError::Invalid),
-            }
-        };
-    let secret = random_hex(32);
-    let session = Session::from_secret(&secret, actor);
+    let caller = match admin_tokens::authenticate(db, env_token, Some(token)).await {
+        Ok(caller) => caller,
+        Err(registry::Error::Database(e)) => return Err(e.into()),
+        Err(_) => return Err(SignInError::Invalid),
+    };
+    let admin_token_id = caller.token_id;
+    // For ADMIN_TOKEN, its hash: the session ends when the configured value changes.
+    let env_token_hash = admin_token_id.is_none().then(|| tokens::hash(token));
+    let secret = TokenKind::Session.generate();
+    let session = Session::from_secret(&secret, caller.actor);
     sessions::insert(
         db,
         &sessions::NewSession {
@@ -159,14 +145,14 @@ pub async fn resume(
     secret: &str,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<Session>> {
-    let id_hash = sha256_hex(secret);
+    let id_hash = tokens::hash(secret);
     let Some(row) = sessions::find_live(db, &id_hash, now).await? else {
         return Ok(None);
     };
     let token_valid = match (&row.admin_token_id, &row.env_token_hash) {
         (Some(_), _) => row.token_live,
         (None, Some(h)) => env_token.is_some_and(|e| {
-            let current = sha256_hex(e.expose_secret());
+            let current = tokens::hash(e.expose_secret());
             bool::from(current.as_bytes().ct_eq(h.as_bytes()))
         }),
         (None, None) => false,

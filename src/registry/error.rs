@@ -20,6 +20,9 @@ pub enum Error {
     /// site holds it (see [`Refusal::is_conflict`]).
     #[error(transparent)]
     AccessToken(#[from] Refusal),
+    /// No admin credentials, or credentials that are not valid (401).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// Anything else that is not the caller's fault (e.g. a CSV writer failing).

@@ -7,15 +7,13 @@
 //! ([`license_view::refresh`]) and drops the tenant from this process's cache
 //! ([`Target::tenant_changed`]); other processes notice through `changed_at` within seconds.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use crate::licensing;
 use crate::registry::error::{Entity, Error, Refusal};
 use crate::registry::license_view;
+use crate::registry::tokens::{self, TokenKind};
+use crate::registry::views::AccessToken;
 use crate::startup::AppState;
 use crate::store::access_tokens::{self, AccessTokenRow, NewAccessToken};
 use crate::store::grants::{self, GrantRow};
@@ -25,8 +23,6 @@ use crate::store::{Db, installations};
 pub const MAX_TRIAL_DAYS: u32 = 365;
 /// Longest free text accepted for a reason or a note.
 pub const MAX_TEXT: usize = 1000;
-/// Longer presented tokens are not looked up (ours are 43 characters).
-const MAX_TOKEN_LEN: usize = 256;
 
 /// Where an operation runs: the database and, in a server, this process's tenant cache.
 ///
@@ -142,9 +138,9 @@ pub async fn revoke_grant(
     Ok(grant)
 }
 
-/// Makes an access token: 32 random bytes, URL-safe base64 (43 characters). Only its SHA-256
-/// is stored; the token is returned here once and can never be shown again. `client_key`
-/// binds it in advance to one (existing) site; `expires_at`, if given, must be in the future.
+/// Makes an access token ([`TokenKind::Access`]). Only its hash is stored; the token is
+/// returned here once and can never be shown again. `client_key` binds it in advance to one
+/// (existing) site; `expires_at`, if given, must be in the future.
 #[tracing::instrument(skip_all, fields(client_key))]
 pub async fn create_access_token(
     to: &impl Target,
@@ -167,8 +163,8 @@ pub async fn create_access_token(
     {
         return Err(Error::not_found(Entity::Installation, key));
     }
-    let token = new_token();
-    let hash = hash_token(&token);
+    let token = TokenKind::Access.generate();
+    let hash = tokens::hash(&token);
     let row = access_tokens::insert(
         db,
         NewAccessToken {
@@ -182,6 +178,15 @@ pub async fn create_access_token(
     )
     .await?;
     Ok((row, token))
+}
+
+/// Every access token, newest first (never the tokens: only their hashes are stored).
+pub async fn list_access_tokens(db: &Db) -> Result<Vec<AccessToken>, Error> {
+    Ok(access_tokens::list(db)
+        .await?
+        .iter()
+        .map(AccessToken::from)
+        .collect())
 }
 
 /// Revokes an access token and the grant it created, ending the redeeming site's free use.
@@ -219,14 +224,14 @@ pub async fn redeem_access_token(
     if token.is_empty() {
         return Err(Error::invalid("token", "is required"));
     }
-    if token.len() > MAX_TOKEN_LEN {
+    if token.len() > tokens::MAX_PRESENTED_LEN {
         return Err(Refusal::Unknown.into());
     }
     let db = to.db();
     if installations::get(db, client_key).await?.is_none() {
         return Err(Error::not_found(Entity::Installation, client_key));
     }
-    let hash = hash_token(token);
+    let hash = tokens::hash(token);
     // Two rounds at most: if another redeemer changed the token between the read and the
     // claim, the second read explains why the claim failed.
     for _ in 0..2 {
@@ -309,18 +314,6 @@ pub async fn after_lifecycle(state: &AppState, accepted: &crate::registry::lifec
     }
 }
 
-/// The stored form of a token: lower-case hex SHA-256. A fast hash is right here (unlike for
-/// passwords): tokens are 256 random bits, so there is nothing to brute-force.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 async fn changed(to: &impl Target, client_key: &str) {
     if let Err(e) = license_view::refresh(to.db(), client_key).await {
         // The grant is stored; the view is also recomputed by the periodic sweep.
@@ -369,7 +362,7 @@ mod tests {
     fn token() -> AccessTokenRow {
         AccessTokenRow {
             id: "tok".into(),
-            token_hash: hash_token("x"),
+            token_hash: tokens::hash("x"),
             note: None,
             created_by: "cli".into(),
             created_at: t(0),
@@ -438,21 +431,6 @@ mod tests {
             redeemable(&revoked, "a", now),
             Err(Refusal::Revoked)
         ));
-    }
-
-    #[test]
-    fn tokens_are_random_url_safe_and_stored_hashed() {
-        let a = new_token();
-        let b = new_token();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 43);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
-        let h = hash_token(&a);
-        assert_eq!(h.len(), 64);
-        assert!(!h.contains(&a));
     }
 
     #[test]

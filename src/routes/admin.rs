@@ -5,8 +5,7 @@
 //! middleware writes the caller into the request extensions; the [`AdminActor`] extractor
 //! reads it for the audit trail ("the middleware writes, the extractor reads").
 //!
-//! Handlers are thin: parse, call [`crate::registry::vendor`] (the same functions the CLI
-//! calls), map.
+//! Handlers are thin: parse, call [`crate::registry`] (the same functions the CLI calls), map.
 
 use std::future::{Ready, ready};
 use std::sync::OnceLock;
@@ -16,15 +15,14 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use secrecy::SecretString;
 use utoipa::OpenApi;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::registry::vendor::{self, Format};
+use crate::registry::list_query::{self, Format};
+use crate::registry::{admin_tokens, export, grants, installations, views};
 use crate::startup::SharedState;
-use crate::store::{Db, admin_tokens};
+use crate::store::Db;
 
 /// Who is calling the admin API: an admin token's name, or `env` for `ADMIN_TOKEN`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,41 +59,16 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Compares in constant time. Hashing first makes the comparison length-independent too.
-pub fn env_token_matches(presented: &str, expected: &SecretString) -> bool {
-    let a = Sha256::digest(presented.as_bytes());
-    let b = Sha256::digest(expected.expose_secret().as_bytes());
-    a.ct_eq(&b).into()
-}
-
-/// Decides who the caller is, or refuses with 401. Plain function so it can be tested and
-/// reused without actix.
+/// Decides who the caller is from its `Authorization` header, or refuses with 401. Plain
+/// function so it can be tested and reused without actix; the rules are
+/// [`admin_tokens::authenticate`].
 pub async fn authorize(
     db: &Db,
     env_token: Option<&SecretString>,
     authorization: Option<&str>,
 ) -> Result<AdminActor, ApiError> {
-    let Some(token) = bearer(authorization) else {
-        return Err(ApiError::unauthorized(
-            "unauthorized",
-            "an admin bearer token is required: Authorization: Bearer <token>",
-        ));
-    };
-    if env_token.is_some_and(|e| env_token_matches(token, e)) {
-        return Ok(AdminActor("env".to_owned()));
-    }
-    match admin_tokens::find_active(db, &admin_tokens::hash(token)).await? {
-        Some(row) => {
-            if let Err(e) = admin_tokens::touch(db, &row.id, crate::store::now()).await {
-                tracing::warn!(error = %e, "could not record admin token use");
-            }
-            Ok(AdminActor(row.name))
-        }
-        None => Err(ApiError::unauthorized(
-            "unauthorized",
-            "the admin token is not valid (unknown or revoked)",
-        )),
-    }
+    let caller = admin_tokens::authenticate(db, env_token, bearer(authorization)).await?;
+    Ok(AdminActor(caller.actor))
 }
 
 /// The scope's middleware: 401 JSON unless [`authorize`] accepts the caller.
@@ -232,7 +205,7 @@ fn accepts_csv(req: &HttpRequest) -> bool {
         ("format" = Option<String>, Query, description = "json (default) or csv"),
     ),
     responses(
-        (status = 200, description = "A page of installations", body = vendor::InstallationPage),
+        (status = 200, description = "A page of installations", body = views::InstallationPage),
         (status = 200, description = "Every matching installation as CSV (format=csv or Accept: text/csv)", content_type = "text/csv", body = String),
         (status = 400, description = "A parameter is invalid; the message names it", body = ErrorSchema),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
@@ -243,11 +216,11 @@ pub async fn list_installations(
     state: SharedState,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let list = vendor::parse_list_query(req.query_string(), accepts_csv(&req))?;
+    let list = list_query::parse_list_query(req.query_string(), accepts_csv(&req))?;
     match list.format {
-        Format::Json => Ok(HttpResponse::Ok().json(vendor::list(&state.db, &list).await?)),
+        Format::Json => Ok(HttpResponse::Ok().json(installations::list(&state.db, &list).await?)),
         Format::Csv => {
-            let stream = vendor::csv_stream(state.db.clone(), list.filter, list.sort);
+            let stream = export::csv_stream(state.db.clone(), list.filter, list.sort);
             let stream = futures::StreamExt::map(stream, |chunk| {
                 chunk.map_err(|e| {
                     // The status line is already sent: all we can do is log and cut the body.
@@ -273,7 +246,7 @@ pub async fn list_installations(
     tag = "installations",
     params(("client_key" = String, Path, description = "the tenant's clientKey")),
     responses(
-        (status = 200, description = "The installation, its events (oldest first) and audit trail", body = vendor::InstallationDetail),
+        (status = 200, description = "The installation, its events (oldest first) and audit trail", body = views::InstallationDetail),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
         (status = 404, description = "Unknown client_key", body = ErrorSchema),
     ),
@@ -283,7 +256,7 @@ pub async fn get_installation(
     state: SharedState,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(vendor::detail(&state.db, &path).await?))
+    Ok(HttpResponse::Ok().json(installations::detail(&state.db, &path).await?))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -326,7 +299,7 @@ pub struct AccessTokenRequest {
 /// `{"items": […]}` of access tokens.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AccessTokenList {
-    items: Vec<vendor::AccessToken>,
+    items: Vec<views::AccessToken>,
 }
 
 type Object = serde_json::Map<String, serde_json::Value>;
@@ -356,7 +329,7 @@ fn opt_time(
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
     match body.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(vendor::parse_rfc3339(field, s)?)),
+        Some(serde_json::Value::String(s)) => Ok(Some(list_query::parse_rfc3339(field, s)?)),
         Some(_) => Err(ApiError::invalid_field(
             field,
             "must be an RFC 3339 timestamp string or null",
@@ -375,7 +348,7 @@ fn trial_days(body: &Object) -> Result<u32, ApiError> {
         .ok_or_else(bad)?;
     u32::try_from(n)
         .ok()
-        .filter(|d| (1..=crate::registry::grants::MAX_TRIAL_DAYS).contains(d))
+        .filter(|d| (1..=grants::MAX_TRIAL_DAYS).contains(d))
         .ok_or_else(bad)
 }
 
@@ -390,7 +363,7 @@ fn trial_days(body: &Object) -> Result<u32, ApiError> {
     params(("client_key" = String, Path, description = "the tenant's clientKey")),
     request_body = TrialExtensionRequest,
     responses(
-        (status = 201, description = "The trial-extension grant", body = vendor::Grant),
+        (status = 201, description = "The trial-extension grant", body = views::Grant),
         (status = 400, description = "Invalid body; the message names the field", body = ErrorSchema),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
         (status = 404, description = "Unknown client_key", body = ErrorSchema),
@@ -406,7 +379,7 @@ pub async fn extend_trial(
     let body = body_object(&body)?;
     let days = trial_days(&body)?;
     let reason = opt_string(&body, "reason")?;
-    let grant = crate::registry::grants::extend_trial(
+    let grant = grants::extend_trial(
         state.get_ref(),
         &path,
         days,
@@ -415,7 +388,7 @@ pub async fn extend_trial(
         crate::store::now(),
     )
     .await?;
-    Ok(HttpResponse::Created().json(vendor::Grant::from(&grant)))
+    Ok(HttpResponse::Created().json(views::Grant::from(&grant)))
 }
 
 /// Let an installation use the app for free
@@ -426,7 +399,7 @@ pub async fn extend_trial(
     params(("client_key" = String, Path, description = "the tenant's clientKey")),
     request_body = GrantRequest,
     responses(
-        (status = 201, description = "The free grant", body = vendor::Grant),
+        (status = 201, description = "The free grant", body = views::Grant),
         (status = 400, description = "Invalid body; the message names the field", body = ErrorSchema),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
         (status = 404, description = "Unknown client_key", body = ErrorSchema),
@@ -454,7 +427,7 @@ pub async fn create_grant(
     }
     let ends_at = opt_time(&body, "ends_at")?;
     let reason = opt_string(&body, "reason")?;
-    let grant = crate::registry::grants::grant_free(
+    let grant = grants::grant_free(
         state.get_ref(),
         &path,
         ends_at,
@@ -463,7 +436,7 @@ pub async fn create_grant(
         crate::store::now(),
     )
     .await?;
-    Ok(HttpResponse::Created().json(vendor::Grant::from(&grant)))
+    Ok(HttpResponse::Created().json(views::Grant::from(&grant)))
 }
 
 /// Revoke a grant
@@ -487,13 +460,7 @@ pub async fn revoke_grant(
     actor: AdminActor,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    crate::registry::grants::revoke_grant(
-        state.get_ref(),
-        &path,
-        actor.name(),
-        crate::store::now(),
-    )
-    .await?;
+    grants::revoke_grant(state.get_ref(), &path, actor.name(), crate::store::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -507,7 +474,7 @@ pub async fn revoke_grant(
     tag = "access tokens",
     request_body = AccessTokenRequest,
     responses(
-        (status = 201, description = "The new token, shown this once", body = vendor::CreatedAccessToken),
+        (status = 201, description = "The new token, shown this once", body = views::CreatedAccessToken),
         (status = 400, description = "Invalid body; the message names the field", body = ErrorSchema),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
         (status = 404, description = "client_key names no installation", body = ErrorSchema),
@@ -523,7 +490,7 @@ pub async fn create_access_token(
     let note = opt_string(&body, "note")?;
     let expires_at = opt_time(&body, "expires_at")?;
     let client_key = opt_string(&body, "client_key")?;
-    let (row, token) = crate::registry::grants::create_access_token(
+    let (row, token) = grants::create_access_token(
         state.get_ref(),
         note.as_deref(),
         expires_at,
@@ -532,7 +499,7 @@ pub async fn create_access_token(
         crate::store::now(),
     )
     .await?;
-    let created = vendor::CreatedAccessToken::new(&row, token, &state.config.app_base_url);
+    let created = views::CreatedAccessToken::new(&row, token, &state.config.app_base_url);
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -548,7 +515,7 @@ pub async fn create_access_token(
     security(("bearer" = []))
 )]
 pub async fn list_access_tokens(state: SharedState) -> Result<HttpResponse, ApiError> {
-    let items = vendor::list_access_tokens(&state.db).await?;
+    let items = grants::list_access_tokens(&state.db).await?;
     Ok(HttpResponse::Ok().json(AccessTokenList { items }))
 }
 
@@ -572,13 +539,7 @@ pub async fn revoke_access_token(
     actor: AdminActor,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    crate::registry::grants::revoke_access_token(
-        state.get_ref(),
-        &path,
-        actor.name(),
-        crate::store::now(),
-    )
-    .await?;
+    grants::revoke_access_token(state.get_ref(), &path, actor.name(), crate::store::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -588,13 +549,13 @@ pub async fn revoke_access_token(
     path = "/admin/summary",
     tag = "installations",
     responses(
-        (status = 200, description = "The summary", body = vendor::Summary),
+        (status = 200, description = "The summary", body = views::Summary),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
     ),
     security(("bearer" = []))
 )]
 pub async fn summary(state: SharedState) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(vendor::summary(&state.db, crate::store::now()).await?))
+    Ok(HttpResponse::Ok().json(installations::summary(&state.db, crate::store::now()).await?))
 }
 
 /// Installs and uninstalls per week over the last 26 weeks
@@ -730,23 +691,23 @@ impl utoipa::Modify for BearerAuth {
         openapi,
     ),
     components(schemas(
-        vendor::Installation,
-        vendor::License,
-        vendor::Customer,
-        vendor::Contact,
-        vendor::GrantItem,
-        vendor::Grant,
-        vendor::Event,
-        vendor::AuditEntry,
-        vendor::InstallationDetail,
-        vendor::InstallationPage,
-        vendor::Summary,
-        vendor::StatusCounts,
-        vendor::LicenseCounts,
+        views::Installation,
+        views::License,
+        views::Customer,
+        views::Contact,
+        views::GrantItem,
+        views::Grant,
+        views::Event,
+        views::AuditEntry,
+        views::InstallationDetail,
+        views::InstallationPage,
+        views::Summary,
+        views::StatusCounts,
+        views::LicenseCounts,
         crate::registry::weekly::Week,
         crate::registry::weekly::WeeklySummary,
-        vendor::AccessToken,
-        vendor::CreatedAccessToken,
+        views::AccessToken,
+        views::CreatedAccessToken,
         AccessTokenList,
         TrialExtensionRequest,
         GrantRequest,
@@ -770,14 +731,6 @@ mod tests {
         assert_eq!(bearer(Some("Bearer ")), None);
         assert_eq!(bearer(Some("abc")), None);
         assert_eq!(bearer(None), None);
-    }
-
-    #[test]
-    fn env_token_comparison() {
-        let s = SecretString::from("s3cret-token".to_owned());
-        assert!(env_token_matches("s3cret-token", &s));
-        assert!(!env_token_matches("s3cret-toke", &s));
-        assert!(!env_token_matches("", &s));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::connect::jwt::QshPolicy;
 use crate::error::ApiError;
 use crate::guard::{self, Licensed, Verified};
 use crate::registry::grants as vendor_grants;
-use crate::registry::vendor::GrantItem;
+use crate::registry::views::GrantItem;
 use crate::startup::SharedState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -1,14 +1,11 @@
-//! Admin API bearer tokens made by `connect-keeper admin-token create`.
+//! The `admin_tokens` table: admin API bearer tokens, stored as hashes.
 //!
-//! Only the SHA-256 (hex) of a token is stored, so a copy of the database does not hand out
-//! admin access. A presented token is hashed and looked up by that hash: the lookup compares
-//! hashes, never the token, so its timing tells an attacker nothing useful about the token.
+//! SQL only: generating, hashing and checking tokens is [`crate::registry::tokens`], the rules
+//! are [`crate::registry::admin_tokens`]. Each change commits together with its audit entry.
 
 use chrono::{DateTime, Utc};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
-use super::Db;
+use super::{Db, WritePool};
 
 /// An admin token without its hash (nothing secret).
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -22,29 +19,14 @@ pub struct AdminTokenRow {
 
 const COLUMNS: &str = "id, name, created_at, revoked_at, last_used_at";
 
-/// Prefix that makes a leaked admin token recognisable (secret scanners, logs review).
-pub const TOKEN_PREFIX: &str = "ckadm_";
-
-/// SHA-256 of a token, lower-case hex.
-pub fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// A new random token: the prefix and 32 random bytes in hex (256 bits).
-pub fn generate() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
-}
-
-/// Stores a new token and returns its row and the plaintext, which exists only in this return
-/// value: the caller shows it once.
+/// Stores a new token by its hash, with its audit entry, in one transaction.
 pub async fn create(
     db: &Db,
     name: &str,
+    token_hash: &str,
+    actor: &str,
     now: DateTime<Utc>,
-) -> sqlx::Result<(AdminTokenRow, String)> {
-    let token = generate();
+) -> sqlx::Result<AdminTokenRow> {
     let row = AdminTokenRow {
         id: super::new_id(),
         name: name.to_owned(),
@@ -53,18 +35,30 @@ pub async fn create(
         last_used_at: None,
     };
     crate::on_db!(db, |p| {
+        let mut tx = p.begin_write().await?;
         sqlx::query(
             "INSERT INTO admin_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&row.id)
         .bind(&row.name)
-        .bind(hash(&token))
+        .bind(token_hash)
         .bind(now)
-        .execute(p)
-        .await
-        .map(|_| ())
+        .execute(&mut *tx)
+        .await?;
+        super::audit::insert(
+            &mut *tx,
+            None,
+            actor,
+            "admin_token.create",
+            Some(&row.id),
+            None,
+            Some(serde_json::json!({"name": row.name})),
+            now,
+        )
+        .await?;
+        tx.commit().await
     })?;
-    Ok((row, token))
+    Ok(row)
 }
 
 /// Every token, oldest first, revoked ones included (for the record).
@@ -87,17 +81,43 @@ pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AdminTokenRow>> {
     })
 }
 
-/// Revokes a token; `None` when there is no such id. Revoking twice keeps the first time.
-pub async fn revoke(db: &Db, id: &str, now: DateTime<Utc>) -> sqlx::Result<Option<AdminTokenRow>> {
+/// Revokes a token, with its audit entry, in one transaction; `None` when there is no such id.
+/// Revoking twice keeps the first time.
+pub async fn revoke(
+    db: &Db,
+    id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<AdminTokenRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM admin_tokens WHERE id = $1");
     crate::on_db!(db, |p| {
+        let mut tx = p.begin_write().await?;
         sqlx::query("UPDATE admin_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(p)
-            .await
-            .map(|_| ())
-    })?;
-    get(db, id).await
+            .execute(&mut *tx)
+            .await?;
+        let Some(row) = sqlx::query_as::<_, AdminTokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        super::audit::insert(
+            &mut *tx,
+            None,
+            actor,
+            "admin_token.revoke",
+            Some(&row.id),
+            None,
+            Some(serde_json::json!({"name": row.name})),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    })
 }
 
 /// The unrevoked token whose hash is `token_hash`, if any.
@@ -128,22 +148,4 @@ pub async fn touch(db: &Db, id: &str, now: DateTime<Utc>) -> sqlx::Result<()> {
         .await
         .map(|_| ())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_random_prefixed_and_hashed_to_hex() {
-        let a = generate();
-        let b = generate();
-        assert_ne!(a, b);
-        assert!(a.starts_with(TOKEN_PREFIX));
-        assert_eq!(a.len(), TOKEN_PREFIX.len() + 64);
-        let h = hash(&a);
-        assert_eq!(h.len(), 64);
-        assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(h, hash(&b));
-    }
 }

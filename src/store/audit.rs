@@ -1,8 +1,8 @@
 //! The append-only `audit_log`: who changed what, and why (grants, trial extensions,
 //! revocations, access and admin tokens). Shown in an installation's detail view.
 //!
-//! Two ways in: [`record`] on the pool, and [`insert`] inside the caller's transaction so a
-//! change and its audit entry commit (or fail) together.
+//! One way in: [`insert`] inside the caller's transaction, so a change and its audit entry
+//! commit (or fail) together.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -25,27 +25,7 @@ pub struct AuditRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Appends one entry on the pool. Prefer [`insert`] inside the transaction of the change.
-#[allow(clippy::too_many_arguments)]
-pub async fn record(
-    db: &Db,
-    client_key: Option<&str>,
-    actor: &str,
-    action: &str,
-    target_id: Option<&str>,
-    reason: Option<&str>,
-    details: Option<Value>,
-    now: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    crate::on_db!(db, |p| {
-        insert(
-            p, client_key, actor, action, target_id, reason, details, now,
-        )
-        .await
-    })
-}
-
-/// Appends one entry with any executor (a pool, a connection or `&mut *tx`).
+/// Appends one entry with any executor; give it the change's transaction (`&mut *tx`).
 #[allow(clippy::too_many_arguments)]
 pub async fn insert<'c, E>(
     exec: E,

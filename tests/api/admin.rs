@@ -185,7 +185,7 @@ both_backends! {
     async fn created_tokens_work_until_revoked(backend) {
         let app = TestApp::spawn(backend).await; // no ADMIN_TOKEN at all
         let db = &app.state.db;
-        let created = connect_keeper::registry::vendor::create_admin_token(
+        let created = connect_keeper::registry::admin_tokens::create(
             db, "ops-bot", "test", Utc::now()).await.unwrap();
         let get = |token: String| {
             let req = app.client.get(app.url("/admin/summary")).bearer_auth(token);
@@ -197,7 +197,7 @@ both_backends! {
         let stored = connect_keeper::store::admin_tokens::list(db).await.unwrap();
         assert_eq!(stored.len(), 1);
         assert!(stored[0].last_used_at.is_some(), "use is recorded");
-        connect_keeper::registry::vendor::revoke_admin_token(db, &created.id, "test", Utc::now())
+        connect_keeper::registry::admin_tokens::revoke(db, &created.id, "test", Utc::now())
             .await
             .unwrap();
         assert_eq!(get(created.token.clone()).await, 401, "revoked at once");

@@ -164,7 +164,7 @@ both_backends! {
     async fn a_revoked_admin_token_ends_its_sessions(backend) {
         let app = TestApp::spawn(backend).await; // no ADMIN_TOKEN
         let db = &app.state.db;
-        let created = connect_keeper::registry::vendor::create_admin_token(db, "alice", "test", Utc::now())
+        let created = connect_keeper::registry::admin_tokens::create(db, "alice", "test", Utc::now())
             .await
             .unwrap();
         let mut dash = Dash::new(&app);
@@ -172,7 +172,7 @@ both_backends! {
         let a = dash.get("/admin/ui/").await;
         assert_eq!(a.status, 200);
         assert!(a.body.contains("alice"), "the page names who is signed in");
-        connect_keeper::registry::vendor::revoke_admin_token(db, &created.id, "test", Utc::now())
+        connect_keeper::registry::admin_tokens::revoke(db, &created.id, "test", Utc::now())
             .await
             .unwrap();
         let a = dash.get("/admin/ui/installations").await;
@@ -219,7 +219,7 @@ both_backends! {
     async fn actions_change_the_registry_as_the_api_does(backend) {
         let app = spawn_admin(backend).await;
         let db = &app.state.db;
-        let created = connect_keeper::registry::vendor::create_admin_token(db, "alice", "test", Utc::now())
+        let created = connect_keeper::registry::admin_tokens::create(db, "alice", "test", Utc::now())
             .await
             .unwrap();
         install_at(&app, "site-a", "secret-a", "a").await;

@@ -462,7 +462,7 @@ both_backends! {
             app.state.as_ref(), Some("partner programme"), Some(now + Duration::days(30)), None, "test", now,
         ).await.unwrap();
         assert_ne!(row.token_hash, token);
-        assert_eq!(row.token_hash, vendor::hash_token(&token));
+        assert_eq!(row.token_hash, connect_keeper::registry::tokens::hash(&token));
         assert_eq!(whoami_says(&app, "site-a").await, "403 unlicensed");
 
         let (status, grant) = redeem(&app, "site-a", SECRET, &token).await;
@@ -503,7 +503,7 @@ both_backends! {
         // Expired: written straight to the store (the registry refuses a past expiry).
         let expired = "expired-token-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         access_tokens::insert(&app.state.db, access_tokens::NewAccessToken {
-            token_hash: &vendor::hash_token(expired),
+            token_hash: &connect_keeper::registry::tokens::hash(expired),
             note: None,
             expires_at: Some(now - Duration::hours(1)),
             client_key: None,

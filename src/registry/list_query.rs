@@ -140,13 +140,15 @@ pub fn parse_date_param(field: &'static str, raw: &str) -> Result<DateTime<Utc>,
 
 /// An RFC 3339 instant (request bodies and CLI `--until`).
 pub fn parse_rfc3339(field: &'static str, raw: &str) -> Result<DateTime<Utc>, Error> {
+    rfc3339(raw).map_err(|why| Error::invalid(field, why))
+}
+
+/// [`parse_rfc3339`] without a field: the error says what was expected.
+pub fn rfc3339(raw: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(raw.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
-            Error::invalid(
-                field,
-                format!("expected an RFC 3339 timestamp such as 2026-12-31T00:00:00Z, got {raw:?}"),
-            )
+            format!("expected an RFC 3339 timestamp such as 2026-12-31T00:00:00Z, got {raw:?}")
         })
 }
 

@@ -15,8 +15,12 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use utoipa::OpenApi;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::registry::list_query::{self, Format};
@@ -260,96 +264,136 @@ pub async fn get_installation(
 }
 
 // ---------------------------------------------------------------------------------------
-// Request bodies. Parsed by hand from a JSON object so that every 400 names the field
-// (serde's messages do not, for a wrong type). The structs document the shapes.
+// Request bodies. Typed, and read by `json_body`, so that every 400 names the field: serde's
+// own messages do not for a wrong type, so the field path comes from `serde_path_to_error`
+// and the fields that need it say in their own words what they expect.
 // ---------------------------------------------------------------------------------------
 
 /// `POST /admin/installations/{client_key}/trial-extension`
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct TrialExtensionRequest {
     /// 1..=365, counted from the later of now and the current effective trial end.
+    #[serde(deserialize_with = "body::trial_days")]
+    #[schema(minimum = 1, maximum = 365)]
     days: u32,
+    #[serde(default, deserialize_with = "body::text")]
     reason: Option<String>,
 }
 
 /// `POST /admin/installations/{client_key}/grants`
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct GrantRequest {
     /// Only `free`.
+    #[serde(deserialize_with = "body::free_kind")]
     #[schema(example = "free")]
+    #[allow(dead_code)] // checked while reading the body: there is one kind
     kind: String,
     /// `null` (or absent) for no end.
-    ends_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, deserialize_with = "body::instant")]
+    ends_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "body::text")]
     reason: Option<String>,
 }
 
 /// `POST /admin/access-tokens`
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct AccessTokenRequest {
+    #[serde(default, deserialize_with = "body::text")]
     note: Option<String>,
     /// `null` (or absent) for a token that never expires.
-    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, deserialize_with = "body::instant")]
+    expires_at: Option<DateTime<Utc>>,
     /// Bind the token in advance to this installation.
+    #[serde(default, deserialize_with = "body::text")]
     client_key: Option<String>,
 }
 
 /// `{"items": […]}` of access tokens.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, ToSchema)]
 pub struct AccessTokenList {
     items: Vec<views::AccessToken>,
 }
 
-type Object = serde_json::Map<String, serde_json::Value>;
-
-fn body_object(body: &[u8]) -> Result<Object, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Object::new());
-    }
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid_field("body", "must be a JSON object")),
-        Err(_) => Err(ApiError::invalid_field("body", "is not valid JSON")),
-    }
+/// Reads a request body into `T`. An empty body counts as `{}` (every field absent); a body
+/// that is not a JSON object, a missing required field and a field that does not fit are each
+/// a 400 whose message starts with the field (`body` for the whole).
+fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(serde_json::Map::new())
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return Err(ApiError::invalid_field("body", "must be a JSON object")),
+            Err(_) => return Err(ApiError::invalid_field("body", "is not valid JSON")),
+        }
+    };
+    // From a `Value`, serde_json's messages carry no line and column, only the reason.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let why = e.into_inner().to_string();
+        // A missing field fails at the object, not at the field: name the field instead.
+        match why
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            Some(missing) => ApiError::invalid_field(missing, "is required"),
+            None => ApiError::invalid_field(&field, why),
+        }
+    })
 }
 
-fn opt_string(body: &Object, field: &'static str) -> Result<Option<String>, ApiError> {
-    match body.get(field) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::invalid_field(field, "must be a string or null")),
-    }
-}
+/// Field readers for the request bodies: each accepts exactly what the API documents and
+/// otherwise says what it expected (the field's name is added by [`json_body`]).
+mod body {
+    use chrono::{DateTime, Utc};
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+    use serde_json::Value;
 
-fn opt_time(
-    body: &Object,
-    field: &'static str,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    match body.get(field) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(list_query::parse_rfc3339(field, s)?)),
-        Some(_) => Err(ApiError::invalid_field(
-            field,
-            "must be an RFC 3339 timestamp string or null",
-        )),
-    }
-}
+    use crate::registry::grants::MAX_TRIAL_DAYS;
+    use crate::registry::list_query;
 
-fn trial_days(body: &Object) -> Result<u32, ApiError> {
-    let bad = || ApiError::invalid_field("days", "must be a whole number from 1 to 365");
-    let n = body
-        .get("days")
-        .ok_or_else(|| {
-            ApiError::invalid_field("days", "is required (a whole number from 1 to 365)")
-        })?
-        .as_u64()
-        .ok_or_else(bad)?;
-    u32::try_from(n)
-        .ok()
-        .filter(|d| (1..=grants::MAX_TRIAL_DAYS).contains(d))
-        .ok_or_else(bad)
+    /// A string or `null`.
+    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            _ => Err(D::Error::custom("must be a string or null")),
+        }
+    }
+
+    /// An RFC 3339 timestamp or `null`.
+    pub fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::String(s) => list_query::rfc3339(&s).map(Some).map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "must be an RFC 3339 timestamp string or null",
+            )),
+        }
+    }
+
+    /// A whole number of days, 1..=365.
+    pub fn trial_days<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        Value::deserialize(d)?
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=MAX_TRIAL_DAYS).contains(n))
+            .ok_or_else(|| D::Error::custom("must be a whole number from 1 to 365"))
+    }
+
+    /// The kind of a grant made by `POST …/grants`: only `free`.
+    pub fn free_kind<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        match Option::<String>::deserialize(d)
+            .map_err(|_: D::Error| D::Error::custom("must be a string or null"))?
+        {
+            Some(kind) if kind == "free" => Ok(kind),
+            Some(other) => Err(D::Error::custom(format!(
+                "unknown kind {other:?}; only \"free\" can be granted here (trial extensions use …/trial-extension)"
+            ))),
+            None => Err(D::Error::custom("is required: \"free\"")),
+        }
+    }
 }
 
 /// Extend a trial by N days
@@ -376,14 +420,12 @@ pub async fn extend_trial(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body_object(&body)?;
-    let days = trial_days(&body)?;
-    let reason = opt_string(&body, "reason")?;
+    let body: TrialExtensionRequest = json_body(&body)?;
     let grant = grants::extend_trial(
         state.get_ref(),
         &path,
-        days,
-        reason.as_deref(),
+        body.days,
+        body.reason.as_deref(),
         actor.name(),
         crate::store::now(),
     )
@@ -412,26 +454,12 @@ pub async fn create_grant(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body_object(&body)?;
-    match opt_string(&body, "kind")?.as_deref() {
-        Some("free") => {}
-        Some(other) => {
-            return Err(ApiError::invalid_field(
-                "kind",
-                format!(
-                    "unknown kind {other:?}; only \"free\" can be granted here (trial extensions use …/trial-extension)"
-                ),
-            ));
-        }
-        None => return Err(ApiError::invalid_field("kind", "is required: \"free\"")),
-    }
-    let ends_at = opt_time(&body, "ends_at")?;
-    let reason = opt_string(&body, "reason")?;
+    let body: GrantRequest = json_body(&body)?;
     let grant = grants::grant_free(
         state.get_ref(),
         &path,
-        ends_at,
-        reason.as_deref(),
+        body.ends_at,
+        body.reason.as_deref(),
         actor.name(),
         crate::store::now(),
     )
@@ -486,15 +514,12 @@ pub async fn create_access_token(
     actor: AdminActor,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body_object(&body)?;
-    let note = opt_string(&body, "note")?;
-    let expires_at = opt_time(&body, "expires_at")?;
-    let client_key = opt_string(&body, "client_key")?;
+    let body: AccessTokenRequest = json_body(&body)?;
     let (row, token) = grants::create_access_token(
         state.get_ref(),
-        note.as_deref(),
-        expires_at,
-        client_key.as_deref(),
+        body.note.as_deref(),
+        body.expires_at,
+        body.client_key.as_deref(),
         actor.name(),
         crate::store::now(),
     )
@@ -731,6 +756,66 @@ mod tests {
         assert_eq!(bearer(Some("Bearer ")), None);
         assert_eq!(bearer(Some("abc")), None);
         assert_eq!(bearer(None), None);
+    }
+
+    #[test]
+    fn bodies_that_do_not_fit_are_400s_naming_the_field() {
+        fn message<T: DeserializeOwned>(body: &str) -> String {
+            match json_body::<T>(body.as_bytes()) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{body} was accepted"),
+            }
+        }
+        for (body, expected) in [
+            ("[1]", "body: must be a JSON object"),
+            ("{not json", "body: is not valid JSON"),
+            ("", "days: is required"),
+            (
+                r#"{"days": 0}"#,
+                "days: must be a whole number from 1 to 365",
+            ),
+            (
+                r#"{"days": 2.5}"#,
+                "days: must be a whole number from 1 to 365",
+            ),
+            (
+                r#"{"days": "ten"}"#,
+                "days: must be a whole number from 1 to 365",
+            ),
+            (
+                r#"{"days": 1, "reason": 5}"#,
+                "reason: must be a string or null",
+            ),
+        ] {
+            assert_eq!(message::<TrialExtensionRequest>(body), expected, "{body}");
+        }
+        for (body, expected) in [
+            (r#"{"kind": "paid"}"#, "kind: unknown kind \"paid\""),
+            (r#"{"kind": 1}"#, "kind: must be a string or null"),
+            (r#"{"kind": null}"#, "kind: is required: \"free\""),
+            (
+                r#"{"kind": "free", "ends_at": 5}"#,
+                "ends_at: must be an RFC 3339 timestamp",
+            ),
+            (
+                r#"{"kind": "free", "ends_at": "soon"}"#,
+                "ends_at: expected an RFC 3339",
+            ),
+        ] {
+            let m = message::<GrantRequest>(body);
+            assert!(m.starts_with(expected), "{body}: {m}");
+        }
+        let m = message::<AccessTokenRequest>(r#"{"client_key": ["a"]}"#);
+        assert_eq!(m, "client_key: must be a string or null");
+
+        let ok: GrantRequest =
+            json_body(br#"{"kind": "free", "ends_at": "2030-01-01T00:00:00Z", "x": 1}"#).unwrap();
+        assert_eq!(
+            ok.ends_at.unwrap().to_rfc3339(),
+            "2030-01-01T00:00:00+00:00"
+        );
+        let empty: AccessTokenRequest = json_body(b" ").unwrap();
+        assert!(empty.note.is_none() && empty.expires_at.is_none() && empty.client_key.is_none());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Admin API listing benchmark (issue 4): filtered first page, a deep page by cursor, and a
+# Admin API listing benchmark (BENCHMARKS.md section 3): filtered first page, a deep page by cursor, and a
 # full CSV export, against whatever DATABASE_URL points at.
 #
 #   cargo build --release

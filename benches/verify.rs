@@ -20,7 +20,7 @@ use serde_json::json;
 
 const SECRET: &str = "ATCOTL2v9kq-a-realistic-length-shared-secret-0123456789";
 const CLIENT_KEY: &str = "9a4ff1a0-3b1c-3a7e-8d2b-5c9e0f1d2a3b";
-/// What the product appends to an issue panel's URL (protocol §1.5).
+/// What the product appends to an issue panel's URL (docs/protocol.md#lic).
 const PANEL_QUERY: &str = "issueKey=ACME-42&projectKey=ACME&xdm_e=https%3A%2F%2Facme-corp.atlassian.net\
 &xdm_c=channel-acme-issue-panel&cp=&xdm_deprecated_addon_key_do_not_use=connect-keeper-app\
 &lic=active&cv=1001.0.0-SNAPSHOT";

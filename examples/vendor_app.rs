@@ -1,7 +1,7 @@
 //! A vendor's own actix-web app using connect-keeper as a library: the verified lifecycle
 //! callbacks and descriptor, plus the vendor's pages and API behind the same verification
 //! and licensing guards. Configured by the same environment variables as the server
-//! (contract §3). Run: `cargo run --example vendor_app`.
+//! (docs/configuration.md). Run: `cargo run --example vendor_app`.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use connect_keeper::config::Config;

@@ -1,4 +1,4 @@
-//! Configuration from environment variables (contract §3).
+//! Configuration from environment variables (docs/configuration.md).
 //!
 //! `Config::from_lookup` takes a lookup function so tests never touch the process
 //! environment. Every bad value stops start-up with an error naming the variable and value.
@@ -109,7 +109,7 @@ pub struct Config {
     pub forge_environments: Vec<EnvironmentType>,
     /// `FORGE_API_URL`: where the Forge License API lives.
     pub forge_api_url: Url,
-    /// How often another process's changes are picked up (contract: within 5 s). Not an
+    /// How often another process's changes are picked up (within 5 s: docs/configuration.md#fixed-timings). Not an
     /// environment variable; tests may shorten it.
     pub cache_refresh: Duration,
     /// First retry delay after a failed read of a product's license endpoint or tenant_info;

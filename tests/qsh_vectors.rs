@@ -1,4 +1,4 @@
-//! Every published QSH vector (spec §5.6) must reproduce both the canonical request and its hash.
+//! Every published QSH vector (tests/fixtures/qsh-vectors.json; docs/protocol.md#query-string-hash-qsh) must reproduce both the canonical request and its hash.
 //! Failures are collected rather than stopping at the first, so one run shows the whole picture.
 
 use connect_keeper::connect::qsh::{canonical_for_url, hash_canonical, qsh_for_url};

@@ -1,4 +1,4 @@
-//! Public keys for signed installs (spec §3.2): `GET {INSTALL_KEYS_URL}/{kid}` answers a PEM RSA
+//! Public keys for signed installs (docs/protocol.md#signed-install-and-install-keys): `GET {INSTALL_KEYS_URL}/{kid}` answers a PEM RSA
 //! public key.
 //!
 //! Keys are cached by `kid` because Atlassian never changes the key behind a `kid` (rotation mints a
@@ -7,7 +7,7 @@
 //!
 //! Anyone can send a signed-install callback with a made-up `kid`, and each one would cost a
 //! request to Atlassian's key server — which may then throttle the app, failing real installs.
-//! So (contract §10): a `kid` the key server said it does not know is remembered as missing for
+//! So: a `kid` the key server said it does not know is remembered as missing for
 //! [`MISSING_TTL`]; all fetches together are limited to [`FetchLimits::per_second`] (a token
 //! bucket with a small burst) and [`FetchLimits::concurrent`] at a time. A fetch over the limit
 //! is not queued: it fails at once as "unavailable" (503, the caller may retry), so a flood
@@ -82,7 +82,7 @@ impl Bucket {
 
 /// Checks that a `kid` is a plain key id before it goes anywhere near a URL.
 ///
-/// The contract says a `kid` is never a path, so only `[A-Za-z0-9._-]` is allowed and `.`/`..`
+/// A `kid` is never a path (docs/protocol.md#signed-install-and-install-keys), so only `[A-Za-z0-9._-]` is allowed and `.`/`..`
 /// alone are refused: this rules out path traversal (`../x`), extra segments (`a/b`) and
 /// pre-encoded separators (`%2F`) without relying on URL encoding being done right.
 pub fn validate_kid(kid: &str) -> Result<(), JwtError> {
@@ -263,7 +263,7 @@ impl InstallKeys {
 }
 
 /// Parses a PEM RSA public key, tolerating CRLF line ends and surrounding whitespace (ACSB 2.2.0
-/// tripped over line breaks, spec §3.2).
+/// tripped over line breaks: community.developer.atlassian.com/t/49046).
 ///
 /// `DecodingKey::from_rsa_pem` only checks the PEM and ASN.1 envelope, so the RSA key itself is
 /// parsed here as well: a corrupt key then counts as unavailable (and is not cached) instead of

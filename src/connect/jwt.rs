@@ -328,7 +328,7 @@ fn alg_name(alg: Algorithm) -> &'static str {
 
 /// Checks `exp`, `iat` and `nbf` against the caller's clock (seconds since the epoch).
 ///
-/// `exp` and `iat` are required (spec §4.4, as ACSB/toolsplus do). With leeway `L` a token is
+/// `exp` and `iat` are required (as connect-spring-boot and atlassian-connect-play do; docs/protocol.md#jwt-on-product-requests). With leeway `L` a token is
 /// accepted up to and including `exp + L` and refused from `exp + L + 1` on (the Java reference and
 /// `jsonwebtoken` use the same `now > exp + L` rule). `nbf` and `iat` may lie at most `L` seconds in
 /// the future. Arithmetic saturates, so absurd claim values cannot overflow into acceptance.
@@ -397,7 +397,7 @@ pub fn check_qsh(
 
 /// Checks `qsh`, computing the expected hash only when the token claims to be request-bound.
 ///
-/// A missing `qsh` is always refused (one reference library lets it pass, spec §3.4), and a context
+/// A missing `qsh` is always refused (one third-party library lets it pass; docs/protocol.md#signed-install-and-install-keys), and a context
 /// token is only accepted where the policy allows it, never silently on a request-bound endpoint.
 pub fn check_qsh_with(
     claims: &Claims,
@@ -421,7 +421,7 @@ pub fn check_qsh_with(
 
 /// Finds the token of a request: `Authorization: JWT <token>` (exact, case-sensitive scheme as in
 /// ACE) or the `jwt` query parameter (iframes). Two different tokens are refused rather than
-/// choosing one, since which one a proxy or the app would honour is ambiguous (spec §4.2). An
+/// choosing one, since which one a proxy or the app would honour is ambiguous (docs/protocol.md#jwt-on-product-requests). An
 /// `Authorization` header with another scheme is not ours and is ignored.
 pub fn extract_token<'a>(
     authorization_header: Option<&'a str>,

@@ -1,4 +1,4 @@
-//! Signing calls from the app to the product as the app's "add-on user" (spec §6.1).
+//! Signing calls from the app to the product as the app's "add-on user" (docs/protocol.md#outbound-signing).
 
 use serde_json::json;
 

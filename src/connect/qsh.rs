@@ -1,7 +1,7 @@
-//! Query string hash (QSH): binds a Connect JWT to one HTTP method, path and query (spec §5).
+//! Query string hash (QSH): binds a Connect JWT to one HTTP method, path and query (docs/protocol.md#query-string-hash-qsh).
 //!
 //! Implemented here rather than taken from a crate because the only Rust crate found gets the
-//! canonical form wrong (spec §5.5), and a single differing byte turns every product request into a
+//! canonical form wrong (`atlassian-app-auth` 0.7: names not encoded, repeats not merged, `jwt` kept), and a single differing byte turns every product request into a
 //! 401. The rules follow Atlassian's Java implementation, which the Connect-generated interop
 //! vectors in `tests/fixtures/qsh-vectors.json` confirm.
 
@@ -61,7 +61,7 @@ fn java_string_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// The canonical URI (spec §5.2): the raw path relative to the base path, one trailing slash removed,
+/// The canonical URI (docs/protocol.md#query-string-hash-qsh): the raw path relative to the base path, one trailing slash removed,
 /// `&` escaped so that a path cannot be confused with a query.
 ///
 /// The base path is removed only at a segment boundary, so a base of `/acme` leaves `/acmex/…`
@@ -95,7 +95,7 @@ pub fn canonical_path(path: &str, base_path: &str) -> String {
     }
 }
 
-/// The canonical query (spec §5.3), from the raw query string without its leading `?`.
+/// The canonical query (docs/protocol.md#query-string-hash-qsh), from the raw query string without its leading `?`.
 ///
 /// Values of a repeated name are sorted by their *decoded* text (what Atlassian's Java code really
 /// does, despite its comment) and compared by UTF-16 code units as Java's `String.compareTo` does;
@@ -155,7 +155,7 @@ fn write_canonical_query(query: &str, out: &mut String) {
     }
 }
 
-/// The canonical request `METHOD&path&query` (spec §5.1).
+/// The canonical request `METHOD&path&query` (docs/protocol.md#query-string-hash-qsh).
 ///
 /// `path` and `query` must be exactly as they were on the wire (not percent-decoded, query without
 /// `?`), because decoding first would make `%2F` and `/` or `%26` and `&` indistinguishable.
@@ -177,7 +177,7 @@ pub fn hash_canonical(canonical: &str) -> String {
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
-/// The `qsh` claim value expected for a request (spec §5.1).
+/// The `qsh` claim value expected for a request: lower-case hex SHA-256 of the canonical request.
 pub fn qsh(method: &str, path: &str, query: &str, base_path: &str) -> String {
     hash_canonical(&canonical_request(method, path, query, base_path))
 }

@@ -254,7 +254,7 @@ both_backends! {
     }
 }
 
-/// The CLI refuses to create a SQLite database (issue 13: a wrong URL or working directory must
+/// The CLI refuses to create a SQLite database (docs/cli.md: a wrong URL or working directory must
 /// not look like an empty registry); after `migrate` made it, it works on it.
 #[tokio::test]
 async fn cli_works_on_a_fresh_sqlite_database_once_migrate_made_it() {

@@ -1,5 +1,6 @@
-//! Issue 11: hardening (contract §10). Each test reproduces one finding of the issue against
-//! the real server over HTTP, on both backends where the database matters.
+//! Hardening: each test reproduces one attack or careless-operator mistake found against an
+//! earlier version (secrets at rest, key-server floods, …) against the real server over HTTP,
+//! on both backends where the database matters.
 
 use std::process::Output;
 

@@ -467,7 +467,7 @@ pub fn merge(target: &mut Value, extra: Value) {
     }
 }
 
-/// A realistic `installed` body (connect-protocol.md §2.3). Tests must point `base_url` at a
+/// A realistic `installed` body (fields as in docs/protocol.md#lifecycle-callbacks). Tests must point `base_url` at a
 /// local fake (`app.product.uri()`): the app reads the site's license in the background.
 pub fn installed_payload(client_key: &str, secret: &str, base_url: &str) -> Value {
     json!({

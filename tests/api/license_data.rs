@@ -1,7 +1,7 @@
-//! License data in the registry (issue 5): the product's license endpoint and tenant_info read
+//! License data in the registry (docs/licensing.md#where-licence-data-comes-from): the product's license endpoint and tenant_info read
 //! in the background after an install, and the Marketplace license sync.
 //!
-//! The product and the Marketplace are wiremock servers; payloads follow connect-protocol.md
+//! The product and the Marketplace are wiremock servers; payloads follow docs/protocol.md
 //! §6.2 (license endpoint) and §7.5 (reporting API). Retry delays and the Marketplace timeout
 //! are shortened through `Config` fields that are not environment variables.
 
@@ -331,7 +331,7 @@ both_backends! {
 // ---------------------------------------------------------------------------------------
 // Marketplace
 
-/// A license object shaped like protocol §7.5; `extra` is merged over it (null removes).
+/// A license object shaped like the reporting API's (docs/protocol.md#marketplace-reporting-api); `extra` is merged over it (null removes).
 fn mp_license(extra: Value) -> Value {
     let mut l = json!({
         "addonLicenseId": "30551234",

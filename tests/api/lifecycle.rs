@@ -36,7 +36,8 @@ both_backends! {
     }
 }
 
-/// Every way a signed `installed` can be wrong: the contract's status, nothing written.
+/// Every way a signed `installed` can be wrong: the expected status (401 for the token, 400 for
+/// the body; docs/protocol.md#lifecycle-callbacks), a JSON error, nothing written.
 async fn assert_rejected(
     app: &TestApp,
     name: &str,

@@ -372,7 +372,8 @@ pub struct FitLicense {
 }
 
 impl FitLicense {
-    fn from_raw(raw: RawLicense) -> FitLicense {
+    /// From the wire form, shared by the FIT's `app.license` and the License API's `data`.
+    pub fn from_raw(raw: RawLicense) -> FitLicense {
         FitLicense {
             active: raw.active.or(raw.is_active),
             evaluation: raw.is_evaluation.unwrap_or(false),

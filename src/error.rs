@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::connect::jwt::JwtError;
+use crate::marketplace::SyncError;
 use crate::registry;
 use crate::registry::lifecycle::CallbackError;
 
@@ -111,6 +112,27 @@ impl From<registry::Error> for ApiError {
             registry::Error::Unauthenticated(why) => ApiError::unauthorized("unauthorized", why),
             registry::Error::Database(e) => ApiError::from(e),
             registry::Error::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// A Marketplace sync that failed: 400 without credentials, 409 while another runs, 502 when
+/// the Marketplace refused, failed or timed out.
+impl From<SyncError> for ApiError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::NotConfigured => ApiError::BadRequest {
+                code: "marketplace_not_configured",
+                message: e.to_string(),
+            },
+            SyncError::InProgress | SyncError::LeaseLost => ApiError::Conflict(e.to_string()),
+            SyncError::Marketplace(m) => ApiError::BadGateway {
+                code: "marketplace_unavailable",
+                message: m.to_string(),
+            },
+            SyncError::Database(d) => {
+                ApiError::Internal(anyhow::Error::new(d).context("Marketplace sync"))
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::marketplace::{SyncError, SyncSummary};
 use crate::registry::list_query::{self, Format};
 use crate::registry::{admin_tokens, export, grants, installations, views};
 use crate::startup::SharedState;
@@ -612,7 +613,7 @@ pub async fn summary_weekly(state: SharedState) -> Result<HttpResponse, ApiError
     path = "/admin/marketplace/sync",
     tag = "marketplace",
     responses(
-        (status = 200, description = "The sync finished", body = SyncSummarySchema),
+        (status = 200, description = "The sync finished", body = SyncSummary),
         (status = 400, description = "Marketplace credentials are not configured", body = ErrorSchema),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
         (status = 409, description = "A sync is already running", body = ErrorSchema),
@@ -621,21 +622,15 @@ pub async fn summary_weekly(state: SharedState) -> Result<HttpResponse, ApiError
     security(("bearer" = []))
 )]
 pub async fn marketplace_sync(state: SharedState) -> Result<HttpResponse, ApiError> {
-    crate::marketplace::sync_route(state).await
-}
-
-/// The answer of a Marketplace sync, for the OpenAPI document
-/// (see [`crate::marketplace::SyncSummary`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct SyncSummarySchema {
-    /// License rows received, over all pages.
-    fetched: u64,
-    /// Distinct licenses stored with an installation.
-    matched: u64,
-    /// Distinct licenses stored without one.
-    unmatched: u64,
-    finished_at: chrono::DateTime<chrono::Utc>,
+    match crate::marketplace::sync_once(&state).await {
+        Ok(summary) => Ok(HttpResponse::Ok().json(summary)),
+        Err(e @ (SyncError::InProgress | SyncError::LeaseLost)) => Ok(crate::error::json_error(
+            actix_web::http::StatusCode::CONFLICT,
+            "sync_in_progress",
+            &e.to_string(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// This document
@@ -737,7 +732,7 @@ impl utoipa::Modify for BearerAuth {
         TrialExtensionRequest,
         GrantRequest,
         AccessTokenRequest,
-        SyncSummarySchema,
+        SyncSummary,
         ErrorSchema,
     )),
     modifiers(&BearerAuth)

@@ -626,7 +626,7 @@ both_backends! {
             .respond_with(ResponseTemplate::new(401))
             .mount(&mp)
             .await;
-        let res = marketplace::sync_route(actix_web::web::Data::from(app.state.clone())).await;
+        let res = connect_keeper::routes::admin::marketplace_sync(actix_web::web::Data::from(app.state.clone())).await;
         let res = match res { Ok(r) => r, Err(e) => e.error_response() };
         assert_eq!(res.status(), 502);
         assert_eq!(snapshot(&app, &["kept"]).await, before);
@@ -671,14 +671,14 @@ both_backends! {
             &app.state.db, "marketplace_sync", "other-instance", now, now + chrono::Duration::seconds(60),
         ).await.unwrap();
         assert!(taken);
-        let res = marketplace::sync_route(actix_web::web::Data::from(app.state.clone())).await.unwrap();
+        let res = connect_keeper::routes::admin::marketplace_sync(actix_web::web::Data::from(app.state.clone())).await.unwrap();
         assert_eq!(res.status(), 409);
         let body: Value = serde_json::from_slice(&actix_web::body::to_bytes(res.into_body()).await.unwrap()).unwrap();
         assert_eq!(body["error"], "sync_in_progress");
         assert!(mp.received_requests().await.unwrap().is_empty());
         // Once it expires the next run takes over.
         connect_keeper::store::leases::release(&app.state.db, "marketplace_sync", "other-instance").await.unwrap();
-        let res = marketplace::sync_route(actix_web::web::Data::from(app.state.clone())).await.unwrap();
+        let res = connect_keeper::routes::admin::marketplace_sync(actix_web::web::Data::from(app.state.clone())).await.unwrap();
         assert_eq!(res.status(), 200);
         let body: Value = serde_json::from_slice(&actix_web::body::to_bytes(res.into_body()).await.unwrap()).unwrap();
         assert_eq!(body["fetched"], 1);

@@ -1,0 +1,53 @@
+//! The periodic background sync.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::startup::AppState;
+use crate::store::{self as db_store, marketplace as store};
+
+/// The first background sync after start when none ever succeeded (or the interval, if less).
+const FIRST_SYNC_DELAY: Duration = Duration::from_secs(60);
+
+/// The background sync: every `MARKETPLACE_SYNC_INTERVAL_SECS` when all three
+/// `MARKETPLACE_*` credentials are set. The schedule follows the last successful sync in the
+/// database, so restarts and other instances do not multiply runs; the lease keeps two from
+/// overlapping.
+pub fn spawn_periodic(state: Arc<AppState>) {
+    if state.config.marketplace.is_none() {
+        tracing::info!("Marketplace credentials not set: background license sync off");
+        return;
+    }
+    tokio::spawn(async move {
+        let interval = state.config.marketplace_sync_interval;
+        let mut wait = match store::last_synced_at(&state.db).await {
+            Ok(Some(last)) => until_due(last, interval),
+            _ => FIRST_SYNC_DELAY.min(interval),
+        };
+        loop {
+            tokio::time::sleep(wait).await;
+            if crate::host_license::db_closed(&state.db) {
+                return;
+            }
+            // Another instance may have synced while this one slept: follow its schedule.
+            if let Ok(Some(last)) = store::last_synced_at(&state.db).await {
+                let left = until_due(last, interval);
+                if left > interval / 10 {
+                    wait = left;
+                    continue;
+                }
+            }
+            // Success or failure (logged and counted by sync_once), try again a period later.
+            let _ = super::sync_once(&state).await;
+            wait = interval;
+        }
+    });
+}
+
+/// Time left until `last + interval` (zero when past).
+fn until_due(last: DateTime<Utc>, interval: Duration) -> Duration {
+    let due = crate::host_license::later(last, interval);
+    (due - db_store::now()).to_std().unwrap_or(Duration::ZERO)
+}

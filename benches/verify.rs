@@ -7,12 +7,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+use connect_keeper::connect::RequestParts;
 use connect_keeper::connect::jwt::{QshPolicy, sign_hs256};
 use connect_keeper::connect::qsh;
 use connect_keeper::domain::{GrantKind, Status};
 use connect_keeper::guard::{Rules, authorize, present, present_cached, remember};
 use connect_keeper::licensing::{GrantFacts, Observations};
-use connect_keeper::registry::lifecycle::RequestParts;
 use connect_keeper::tenants::{TenantRecord, TenantSnapshot};
 use connect_keeper::verified_tokens::VerifiedTokens;
 use criterion::{Criterion, criterion_group, criterion_main};

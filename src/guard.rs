@@ -24,12 +24,12 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 
+use crate::connect::RequestParts;
 use crate::connect::jwt::{self, Claims, JwtError, QshPolicy, TokenKind};
 use crate::connect::qsh;
 use crate::domain::Status;
 use crate::error::{ErrorBody, json_error};
 use crate::licensing::{self, Decision, Source};
-use crate::registry::lifecycle::RequestParts;
 use crate::startup::SharedState;
 use crate::tenants::TenantSnapshot;
 use crate::verified_tokens::VerifiedTokens;
@@ -92,6 +92,19 @@ impl std::fmt::Debug for Presented<'_> {
             .field("iss", &self.iss())
             .finish_non_exhaustive()
     }
+}
+
+/// The parts of an actix request that verification reads: the one way the guard and the
+/// lifecycle callbacks build [`RequestParts`].
+pub fn request_parts(req: &actix_web::HttpRequest) -> RequestParts<'_> {
+    RequestParts::new(
+        req.method().as_str(),
+        req.path(),
+        req.query_string(),
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    )
 }
 
 /// Finds the token (`Authorization: JWT …` or the `jwt` query parameter) and decodes it
@@ -386,18 +399,7 @@ async fn check(
     guard: Guard,
     req: &ServiceRequest,
 ) -> Result<(Verified, Option<Source>), HttpResponse> {
-    let parts = RequestParts {
-        method: req.method().as_str(),
-        path: req.path(),
-        query: req.query_string(),
-        authorization: req
-            .headers()
-            .get(header::AUTHORIZATION)
-            // UTF-8 validation (word-at-a-time for ASCII) instead of `to_str`'s byte-by-byte
-            // visible-ASCII loop: a token is ~250 bytes on every request. Anything but
-            // base64url and dots fails to decode as a JWT afterwards anyway.
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()),
-    };
+    let parts = request_parts(req.request());
     let rules = Rules {
         policy: guard.policy,
         base_path: &state.base_path,

@@ -6,3 +6,6 @@ pub mod install_keys;
 pub mod jwt;
 pub mod outbound;
 pub mod qsh;
+pub mod request;
+
+pub use request::RequestParts;

@@ -1,6 +1,6 @@
-//! The vendor's licence operations (contract §5, §6, §8 "Licensing"), shared by the admin API,
-//! the CLI, the redeem route and the `installed` callback: trial extensions, free grants,
-//! revocation, and access tokens.
+//! The vendor's licence operations (docs/licensing.md#grants, docs/admin-api.md), shared by
+//! the admin API, the CLI, the redeem route and the `installed` callback: trial extensions,
+//! free grants, revocation, and access tokens.
 //!
 //! Every change is one transaction with its audit entry (see [`crate::store::grants`] and
 //! [`crate::store::access_tokens`]), then recomputes the tenant's materialised license view
@@ -19,7 +19,7 @@ use crate::store::access_tokens::{self, AccessTokenRow, NewAccessToken};
 use crate::store::grants::{self, GrantRow};
 use crate::store::{Db, installations};
 
-/// Trial extensions are 1..=365 days (contract §5).
+/// Trial extensions are 1..=365 days (docs/admin-api.md#extend-a-trial).
 pub const MAX_TRIAL_DAYS: u32 = 365;
 /// Longest free text accepted for a reason or a note.
 pub const MAX_TEXT: usize = 1000;
@@ -290,28 +290,6 @@ pub fn redeemable(
         return Err(Refusal::Expired);
     }
     Ok(Redeemable::Yes)
-}
-
-/// After a verified lifecycle callback was written: drop the tenant from this process's
-/// cache, and redeem the access token an `installed` URL carried (contract §6). A failed
-/// redemption is logged and never fails the install; a token another site already redeemed
-/// grants nothing.
-pub async fn after_lifecycle(state: &AppState, accepted: &crate::registry::lifecycle::Accepted) {
-    if accepted.applied != installations::Applied::Written {
-        return;
-    }
-    state.tenants.invalidate(&accepted.client_key).await;
-    if let Some(token) = &accepted.access_token {
-        let now = crate::store::now();
-        match redeem_access_token(state, token, &accepted.client_key, "site", now).await {
-            Ok(grant) => {
-                tracing::info!(client_key = %accepted.client_key, grant_id = %grant.id, "access token from the install URL redeemed")
-            }
-            Err(e) => {
-                tracing::warn!(client_key = %accepted.client_key, error = %e, "access token from the install URL not redeemed")
-            }
-        }
-    }
 }
 
 async fn changed(to: &impl Target, client_key: &str) {

@@ -1,4 +1,5 @@
-//! Verified lifecycle callbacks (contract §4 and §8 "Lifecycle"; protocol §2–§5).
+//! Verified lifecycle callbacks (docs/protocol.md#lifecycle-callbacks and
+//! docs/protocol.md#signed-install-and-install-keys).
 //!
 //! Order of checks, each failure leaving the database untouched:
 //! 1. the token — present, well-formed, allowed `alg`, signature (RS256 by the key fetched for
@@ -12,21 +13,13 @@
 
 use serde_json::{Map, Value};
 
+use crate::connect::RequestParts;
 use crate::connect::jwt::{self, Claims, JwtError, QshPolicy};
 use crate::connect::qsh;
 use crate::domain::{LifecycleEvent, host_of};
-use crate::registry::Error;
+use crate::registry::{Error, grants};
 use crate::startup::AppState;
 use crate::store::installations::{self, Applied, InstallRecord};
-
-/// The parts of the HTTP request that verification needs, as received (not decoded).
-#[derive(Clone, Copy, Debug)]
-pub struct RequestParts<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: &'a str,
-    pub authorization: Option<&'a str>,
-}
 
 /// What a verified callback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +55,9 @@ impl From<sqlx::Error> for CallbackError {
     }
 }
 
-/// Verifies and applies one lifecycle callback.
+/// One lifecycle callback, the whole job: verify it, apply it and, once it was written, drop
+/// the tenant from this process's cache and redeem the access token an `installed` URL
+/// carried. Counted in `lifecycle_events_total` by event and outcome.
 pub async fn handle(
     state: &AppState,
     event: LifecycleEvent,
@@ -87,7 +82,32 @@ pub async fn handle(
         .lifecycle_events
         .with_label_values(&[event.as_str(), outcome])
         .inc();
+    if let Ok(accepted) = &result {
+        after_written(state, accepted).await;
+    }
     result
+}
+
+/// After a verified callback was written: drop the tenant from this process's cache, and
+/// redeem the access token an `installed` URL carried (docs/licensing.md#access-tokens). A
+/// failed redemption is logged and never fails the install; a token another site already
+/// redeemed grants nothing.
+async fn after_written(state: &AppState, accepted: &Accepted) {
+    if accepted.applied != Applied::Written {
+        return;
+    }
+    state.tenants.invalidate(&accepted.client_key).await;
+    if let Some(token) = &accepted.access_token {
+        let now = crate::store::now();
+        match grants::redeem_access_token(state, token, &accepted.client_key, "site", now).await {
+            Ok(grant) => {
+                tracing::info!(client_key = %accepted.client_key, grant_id = %grant.id, "access token from the install URL redeemed")
+            }
+            Err(e) => {
+                tracing::warn!(client_key = %accepted.client_key, error = %e, "access token from the install URL not redeemed")
+            }
+        }
+    }
 }
 
 async fn verify_and_apply(
@@ -184,7 +204,7 @@ async fn verify_token(
             jwt::verify_rs256(&token, &key)?
         }
         // A shared-secret token is only meaningful once the tenant exists: never on
-        // installed/uninstalled (protocol §3.5 — no trust on first use).
+        // installed/uninstalled (no trust on first use: docs/protocol.md#signed-install-and-install-keys).
         "HS256" if matches!(event, LifecycleEvent::Enabled | LifecycleEvent::Disabled) => {
             let iss = unverified
                 .iss

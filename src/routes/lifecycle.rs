@@ -1,13 +1,13 @@
 //! `POST /installed`, `/uninstalled`, `/enabled`, `/disabled`. Verification happens inside the
 //! handler (it needs the parsed body); see [`crate::registry::lifecycle`].
 
-use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::domain::LifecycleEvent;
 use crate::error::ApiError;
-use crate::registry::lifecycle::{self, RequestParts};
+use crate::guard::request_parts;
+use crate::registry::lifecycle;
 use crate::startup::SharedState;
 
 /// Mounts the four lifecycle callbacks at the paths of the contract. A vendor's own actix-web
@@ -39,18 +39,8 @@ async fn callback(
     event: web::Data<LifecycleEvent>,
     state: SharedState,
 ) -> Result<HttpResponse, ApiError> {
-    let parts = RequestParts {
-        method: req.method().as_str(),
-        path: req.uri().path(),
-        query: req.query_string(),
-        authorization: req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    };
-    let accepted = lifecycle::handle(&state, **event, parts, &body).await?;
+    let accepted = lifecycle::handle(&state, **event, request_parts(&req), &body).await?;
     crate::telemetry::record_client_key(&req, &accepted.client_key);
-    crate::registry::grants::after_lifecycle(&state, &accepted).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

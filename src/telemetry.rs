@@ -4,10 +4,11 @@
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use tracing::Span;
-use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::error::ApiError;
 
 /// Installs the global subscriber once; later calls (tests) are ignored.
 pub fn init(format: LogFormat) {
@@ -20,24 +21,69 @@ pub fn init(format: LogFormat) {
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // The span list alone: the current span is its last entry, so "span" would repeat it.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
 }
 
-/// Request spans with an empty `client_key` field that the lifecycle handlers and the guard
-/// fill in with [`record_client_key`].
+/// The request span and the one line logged when a request is refused or fails.
+///
+/// The span is kept small so every line logged inside a request stays short: method, route
+/// pattern (never the path with its query, which can carry a `jwt` or an `access-token`),
+/// request id, status, and the tenant's client key once the lifecycle handlers or the guard
+/// know it ([`record_client_key`]). A request answered with an error status logs one line with
+/// the status and, when known, the error code: `INFO` for a client error (4xx: the caller's mistake, routine for a
+/// public endpoint); `WARN` with the message for a server error (5xx: a dependency failed),
+/// except an internal error, which `error::ApiError` already logs at `ERROR` with its cause
+/// chain. Successful requests log nothing (the request metrics count them).
 pub struct KeeperRootSpan;
 
 impl RootSpanBuilder for KeeperRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        tracing_actix_web::root_span!(request, client_key = tracing::field::Empty)
+        use actix_web::HttpMessage;
+        let route = request.match_pattern();
+        let request_id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route = route.as_deref().unwrap_or("unmatched"),
+            request_id = %request_id,
+            client_key = tracing::field::Empty,
+            status = tracing::field::Empty,
+        )
     }
 
     fn on_request_end<B: MessageBody>(
         span: Span,
         outcome: &Result<ServiceResponse<B>, actix_web::Error>,
     ) {
-        DefaultRootSpanBuilder::on_request_end(span, outcome);
+        let (status, error) = match outcome {
+            Ok(response) => (response.status(), response.response().error()),
+            Err(e) => (e.as_response_error().status_code(), Some(e)),
+        };
+        span.record("status", status.as_u16());
+        let api_error = error.and_then(|e| e.as_error::<ApiError>());
+        let code = api_error.map(ApiError::code);
+        if status.is_client_error() {
+            match code {
+                Some(code) => {
+                    tracing::info!(status = status.as_u16(), error = code, "request refused")
+                }
+                None => tracing::info!(status = status.as_u16(), "request refused"),
+            }
+        } else if status.is_server_error() && !matches!(api_error, Some(ApiError::Internal(_))) {
+            // Our own words (which service failed), never the caller's input.
+            let message = error.map(ToString::to_string).unwrap_or_default();
+            tracing::warn!(status = status.as_u16(), error = code.unwrap_or_default(), %message, "request failed");
+        }
     }
 }
 

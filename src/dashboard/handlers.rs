@@ -585,6 +585,12 @@ pub async fn marketplace_sync(
     let (status, error) = match crate::marketplace::sync_once(&state).await {
         Ok(_) => return see_other(format!("{}/marketplace?done=synced", root(&req))),
         Err(e) => match ApiError::from(e) {
+            // sync_once leaves reporting to its caller: an internal error is logged by
+            // `internal`, a Marketplace failure here; a refusal is only shown.
+            ApiError::BadGateway { message, .. } => {
+                tracing::warn!(error = %message, "Marketplace sync failed; stored data unchanged");
+                (StatusCode::BAD_GATEWAY, message)
+            }
             ApiError::Internal(e) => return internal(&req, ApiError::Internal(e)),
             other => (other.status_code(), other.to_string()),
         },

@@ -39,8 +39,12 @@ pub fn spawn_periodic(state: Arc<AppState>) {
                     continue;
                 }
             }
-            // Success or failure (logged and counted by sync_once), try again a period later.
-            let _ = super::sync_once(&state).await;
+            // Success or failure (counted by sync_once), try again a period later.
+            if let Err(e) = super::sync_once(&state).await
+                && !matches!(e, super::SyncError::InProgress)
+            {
+                tracing::warn!(error = %e, "Marketplace sync failed; stored data unchanged");
+            }
             wait = interval;
         }
     });

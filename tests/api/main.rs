@@ -12,5 +12,6 @@ mod dashboard;
 mod hardening;
 mod license_data;
 mod lifecycle;
+mod log_levels;
 mod process;
 mod product;

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use connect_keeper::config::Config;
 use connect_keeper::marketplace;
-use connect_keeper::startup::AppState;
+use connect_keeper::state::AppState;
 use connect_keeper::store::installations::{self, InstallRecord};
 use serde_json::json;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
 
     for run in 1..=2 {
         let t = Instant::now();
-        let s = marketplace::sync_once(&state).await?;
+        let s = marketplace::sync_once(&state.db, &state.marketplace, &state.metrics).await?;
         println!(
             "run {run}: licenses={} pages={} fetched={} matched={} unmatched={} in {:.2?} (VmHWM {} KiB)",
             a.licenses,

@@ -7,7 +7,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use connect_keeper::config::Config;
 use connect_keeper::connect::jwt::QshPolicy;
 use connect_keeper::guard::{self, Licensed, Verified};
-use connect_keeper::startup::AppState;
+use connect_keeper::state::AppState;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

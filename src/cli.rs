@@ -279,10 +279,13 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Grant(cmd) => grant(&config, cmd).await,
         Command::AccessToken(cmd) => access_token(&config, cmd).await,
         Command::Sync(SyncCommand::Marketplace { format }) => {
-            crate::store::require_existing(&config.database_url)?;
-            let state = crate::startup::AppState::new(config).await?;
-            let summary = crate::marketplace::sync_once(&state).await;
-            state.db.close().await;
+            let db = open(&config).await?;
+            let app_key = config.resolve_app_key(&config.descriptor_template()?)?;
+            let client =
+                crate::marketplace::Client::new(&config, &app_key, crate::state::http_client()?);
+            let metrics = crate::metrics::Metrics::new();
+            let summary = crate::marketplace::sync_once(&db, &client, &metrics).await;
+            db.close().await;
             let summary = summary?;
             match format {
                 ItemFormat::Json => println!("{}", serde_json::to_string(&summary)?),

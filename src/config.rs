@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use secrecy::SecretString;
 use url::Url;
 
@@ -124,6 +125,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// The descriptor template: the file at `DESCRIPTOR_PATH`, else the built-in one.
+    pub fn descriptor_template(&self) -> anyhow::Result<String> {
+        match &self.descriptor_path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("DESCRIPTOR_PATH={path:?}: cannot read the file")),
+            None => Ok(crate::connect::descriptor::BUILTIN_TEMPLATE.to_owned()),
+        }
+    }
+
+    /// The app key: `APP_KEY`, else the `"key"` of the descriptor `template`.
+    pub fn resolve_app_key(&self, template: &str) -> anyhow::Result<String> {
+        match &self.app_key {
+            Some(k) => Ok(k.clone()),
+            None => descriptor_key(template)
+                .context("the descriptor template has no \"key\" and APP_KEY is unset"),
+        }
+    }
+
     /// Whether FITs are accepted at all (`FORGE_APP_ID` set).
     pub fn forge_enabled(&self) -> bool {
         !self.forge_app_ids.is_empty()

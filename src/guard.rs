@@ -30,7 +30,7 @@ use crate::connect::qsh;
 use crate::domain::Status;
 use crate::error::{ErrorBody, json_error};
 use crate::licensing::{self, Decision, Source};
-use crate::startup::SharedState;
+use crate::state::SharedState;
 use crate::tenants::TenantSnapshot;
 use crate::verified_tokens::VerifiedTokens;
 

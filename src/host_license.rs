@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::connect::outbound::sign_product_request;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::host_license::{self as store, CheckRecord, HostLicense};
 use crate::store::installations::InstallationRow;
 
@@ -80,7 +80,7 @@ impl Trigger {
 }
 
 /// Starts the worker for this process (once; later calls do nothing). Called by
-/// [`crate::startup::Application`]; CLI commands that only build an `AppState` do not poll.
+/// [`crate::startup::Application`]; CLI commands do not poll.
 pub fn start(state: Arc<AppState>) {
     let Some(rx) = state.host_refresh.take_receiver() else {
         return;
@@ -114,7 +114,7 @@ async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<String>) {
                 });
             }
             _ = tick.tick() => {
-                if db_closed(&state.db) {
+                if state.db.is_closed() {
                     return;
                 }
                 let free = permits.available_permits();
@@ -153,11 +153,6 @@ pub(crate) fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(now)
-}
-
-/// True once the pool was closed (the server is shutting down): background loops end then.
-pub(crate) fn db_closed(db: &crate::store::Db) -> bool {
-    crate::on_db!(db, |p| p.is_closed())
 }
 
 /// Delay before the next try after `failures` consecutive failures (1 = first failure):

@@ -25,6 +25,7 @@ pub mod registry;
 pub mod routes;
 pub mod secrets;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;

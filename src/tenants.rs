@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::Status;
 use crate::licensing::{self, DataSource, GrantFacts, LicenseData, Observations};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::installations::InstallationRow;
 use crate::store::{self, Db, grants, installations};
 
@@ -458,10 +458,6 @@ pub fn spawn_background(state: &AppState) {
     }
 }
 
-fn is_closed(db: &Db) -> bool {
-    crate::on_db!(db, |p| p.is_closed())
-}
-
 async fn poll_changes(cache: Weak<CacheInner>, db: Db, every: Duration) {
     let overlap = chrono::Duration::from_std(POLL_OVERLAP).unwrap_or_default();
     let mut since = store::now();
@@ -470,7 +466,7 @@ async fn poll_changes(cache: Weak<CacheInner>, db: Db, every: Duration) {
     loop {
         tick.tick().await;
         let Some(inner) = cache.upgrade() else { return };
-        if is_closed(&db) {
+        if db.is_closed() {
             return;
         }
         let started = store::now();
@@ -515,7 +511,7 @@ async fn write_seen(mut rx: mpsc::Receiver<Seen>, db: Db, cache: Weak<CacheInner
                 }
             },
             _ = tick.tick() => {
-                if is_closed(&db) {
+                if db.is_closed() {
                     return;
                 }
                 flush(&db, &cache, std::mem::take(&mut pending)).await;

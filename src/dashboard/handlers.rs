@@ -11,7 +11,7 @@ use super::pages::{self, ActionForm, Ctx, ListForm};
 use super::{Signed, root, session};
 use crate::error::ApiError;
 use crate::registry::{export, grants, installations, list_query, views};
-use crate::startup::SharedState;
+use crate::state::SharedState;
 
 type Page = Result<HttpResponse, actix_web::Error>;
 
@@ -582,7 +582,13 @@ pub async fn marketplace_sync(
     Signed(s): Signed,
 ) -> HttpResponse {
     use actix_web::ResponseError;
-    let (status, error) = match crate::marketplace::sync_once(&state).await {
+    let (status, error) = match crate::marketplace::sync_once(
+        &state.db,
+        &state.marketplace,
+        &state.metrics,
+    )
+    .await
+    {
         Ok(_) => return see_other(format!("{}/marketplace?done=synced", root(&req))),
         Err(e) => match ApiError::from(e) {
             // sync_once leaves reporting to its caller: an internal error is logged by

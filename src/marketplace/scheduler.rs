@@ -1,12 +1,12 @@
 //! The periodic background sync.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::startup::AppState;
-use crate::store::{self as db_store, marketplace as store};
+use super::Client;
+use crate::metrics::Metrics;
+use crate::store::{self as db_store, Db, marketplace as store};
 
 /// The first background sync after start when none ever succeeded (or the interval, if less).
 const FIRST_SYNC_DELAY: Duration = Duration::from_secs(60);
@@ -15,24 +15,23 @@ const FIRST_SYNC_DELAY: Duration = Duration::from_secs(60);
 /// `MARKETPLACE_*` credentials are set. The schedule follows the last successful sync in the
 /// database, so restarts and other instances do not multiply runs; the lease keeps two from
 /// overlapping.
-pub fn spawn_periodic(state: Arc<AppState>) {
-    if state.config.marketplace.is_none() {
+pub fn spawn_periodic(db: Db, client: Client, metrics: Metrics, interval: Duration) {
+    if client.credentials().is_none() {
         tracing::info!("Marketplace credentials not set: background license sync off");
         return;
     }
     tokio::spawn(async move {
-        let interval = state.config.marketplace_sync_interval;
-        let mut wait = match store::last_synced_at(&state.db).await {
+        let mut wait = match store::last_synced_at(&db).await {
             Ok(Some(last)) => until_due(last, interval),
             _ => FIRST_SYNC_DELAY.min(interval),
         };
         loop {
             tokio::time::sleep(wait).await;
-            if crate::host_license::db_closed(&state.db) {
+            if db.is_closed() {
                 return;
             }
             // Another instance may have synced while this one slept: follow its schedule.
-            if let Ok(Some(last)) = store::last_synced_at(&state.db).await {
+            if let Ok(Some(last)) = store::last_synced_at(&db).await {
                 let left = until_due(last, interval);
                 if left > interval / 10 {
                     wait = left;
@@ -40,7 +39,7 @@ pub fn spawn_periodic(state: Arc<AppState>) {
                 }
             }
             // Success or failure (counted by sync_once), try again a period later.
-            if let Err(e) = super::sync_once(&state).await
+            if let Err(e) = super::sync_once(&db, &client, &metrics).await
                 && !matches!(e, super::SyncError::InProgress)
             {
                 tracing::warn!(error = %e, "Marketplace sync failed; stored data unchanged");

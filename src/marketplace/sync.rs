@@ -10,7 +10,6 @@ use super::parser::parse_license;
 use super::{MAX_PAGES, MarketplaceError, SyncError, SyncSummary};
 use crate::config::MarketplaceCredentials;
 use crate::metrics::Metrics;
-use crate::startup::AppState;
 use crate::store::marketplace::{self as store, StagedLicense};
 use crate::store::{self as db_store, Db, leases};
 
@@ -27,19 +26,17 @@ const STAGE_BATCH: usize = 500;
 /// [`crate::store::marketplace::stage_rows`] on why statements stay small).
 const LOOKUP_BATCH: usize = 100;
 
-/// One full sync with the service's database, Marketplace client and metrics. See the module
-/// documentation for what it guarantees.
-pub async fn sync_once(state: &AppState) -> Result<SyncSummary, SyncError> {
-    let client = Client::new(&state.config, &state.app_key, state.http.clone());
-    run(&state.db, &client, &state.metrics).await
-}
-
-/// One full sync: counted in `marketplace_syncs_total` by outcome. A success is logged; a
+/// One full sync (see the module documentation of [`crate::marketplace`] for what it
+/// guarantees): counted in `marketplace_syncs_total` by outcome. A success is logged; a
 /// failure is reported once by the caller, where it surfaces: the scheduler logs it, the admin
 /// route answers it (and its request line logs it), the dashboard shows and logs it, the CLI
 /// prints it.
 #[tracing::instrument(skip_all)]
-pub async fn run(db: &Db, client: &Client, metrics: &Metrics) -> Result<SyncSummary, SyncError> {
+pub async fn sync_once(
+    db: &Db,
+    client: &Client,
+    metrics: &Metrics,
+) -> Result<SyncSummary, SyncError> {
     let result = sync_inner(db, client).await;
     let outcome = match &result {
         Ok(_) => "ok",

@@ -14,7 +14,7 @@ use crate::registry::error::{Entity, Error, Refusal};
 use crate::registry::license_view;
 use crate::registry::tokens::{self, TokenKind};
 use crate::registry::views::AccessToken;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access_tokens::{self, AccessTokenRow, NewAccessToken};
 use crate::store::grants::{self, GrantRow};
 use crate::store::{Db, installations};

@@ -18,7 +18,7 @@ use crate::connect::jwt::{self, Claims, JwtError, QshPolicy};
 use crate::connect::qsh;
 use crate::domain::{LifecycleEvent, host_of};
 use crate::registry::{Error, grants};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::installations::{self, Applied, InstallRecord};
 
 /// What a verified callback did.

@@ -26,7 +26,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::marketplace::{SyncError, SyncSummary};
 use crate::registry::list_query::{self, Format};
 use crate::registry::{admin_tokens, export, grants, installations, views};
-use crate::startup::SharedState;
+use crate::state::SharedState;
 use crate::store::Db;
 
 /// Who is calling the admin API: an admin token's name, or `env` for `ADMIN_TOKEN`.
@@ -622,7 +622,7 @@ pub async fn summary_weekly(state: SharedState) -> Result<HttpResponse, ApiError
     security(("bearer" = []))
 )]
 pub async fn marketplace_sync(state: SharedState) -> Result<HttpResponse, ApiError> {
-    match crate::marketplace::sync_once(&state).await {
+    match crate::marketplace::sync_once(&state.db, &state.marketplace, &state.metrics).await {
         Ok(summary) => Ok(HttpResponse::Ok().json(summary)),
         Err(e @ (SyncError::InProgress | SyncError::LeaseLost)) => Ok(crate::error::json_error(
             actix_web::http::StatusCode::CONFLICT,

@@ -8,7 +8,7 @@ use crate::domain::LifecycleEvent;
 use crate::error::ApiError;
 use crate::guard::request_parts;
 use crate::registry::lifecycle;
-use crate::startup::SharedState;
+use crate::state::SharedState;
 
 /// Mounts the four lifecycle callbacks at the paths of the contract. A vendor's own actix-web
 /// app can call this inside its `App` (with an `AppState` in `app_data`).

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
 use crate::error::json_error;
-use crate::startup::SharedState;
+use crate::state::SharedState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::guard::{self, Licensed, Verified};
 use crate::registry::grants as vendor_grants;
 use crate::registry::views::GrantItem;
-use crate::startup::SharedState;
+use crate::state::SharedState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

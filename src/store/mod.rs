@@ -124,6 +124,11 @@ impl Db {
     pub async fn close(&self) {
         on_db!(self, |p| p.close().await)
     }
+
+    /// True once the pool was closed (the server is shutting down): background loops end then.
+    pub fn is_closed(&self) -> bool {
+        on_db!(self, |p| p.is_closed())
+    }
 }
 
 /// How long the first PostgreSQL connection may take before start-up (or a CLI command) gives

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use connect_keeper::config::Config;
-use connect_keeper::startup::{AppState, Application};
+use connect_keeper::startup::Application;
+use connect_keeper::state::AppState;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};

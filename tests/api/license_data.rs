@@ -367,6 +367,13 @@ fn mp_license(extra: Value) -> Value {
     l
 }
 
+/// One Marketplace sync with the app's database, client and metrics.
+async fn sync_now(
+    state: &connect_keeper::state::AppState,
+) -> Result<marketplace::SyncSummary, SyncError> {
+    marketplace::sync_once(&state.db, &state.marketplace, &state.metrics).await
+}
+
 fn licenses_path() -> String {
     format!("/rest/2/vendors/{VENDOR}/reporting/licenses")
 }
@@ -476,7 +483,7 @@ both_backends! {
         ];
         serve_pages(&mp, pages).await;
 
-        let summary = marketplace::sync_once(&app.state).await.expect("sync succeeds");
+        let summary = sync_now(&app.state).await.expect("sync succeeds");
         assert_eq!((summary.fetched, summary.matched, summary.unmatched), (7, 6, 1));
         assert_eq!(mp.received_requests().await.unwrap().len(), 3, "every page once");
 
@@ -534,7 +541,7 @@ both_backends! {
                 host("tie.example.test", "tie-commercial", json!({"lastUpdated": "2025-03-03", "tier": "Unlimited Users"})),
             ],
         ]).await;
-        let summary = marketplace::sync_once(&app.state).await.expect("sync");
+        let summary = sync_now(&app.state).await.expect("sync");
         assert_eq!((summary.fetched, summary.matched, summary.unmatched), (4, 4, 0));
 
         let site = app.row("site").await;
@@ -562,7 +569,7 @@ both_backends! {
             host("tie.example.test", "tie-eval", evaluation),
             host("tie.example.test", "tie-commercial", json!({"lastUpdated": "2025-03-03", "tier": "Unlimited Users"})),
         ]]).await;
-        marketplace::sync_once(&app.state).await.expect("second sync");
+        sync_now(&app.state).await.expect("second sync");
         let site = app.row("site").await;
         assert_eq!(site.mp_license_id, None);
         assert_eq!(site.mp_synced_at, None);
@@ -583,7 +590,7 @@ both_backends! {
             vec![mp_license(json!({"appEntitlementId": "other-1", "cloudSiteHostname": "other.example.test"}))],
         ];
         serve_pages(&mp, good).await;
-        marketplace::sync_once(&app.state).await.expect("first sync");
+        sync_now(&app.state).await.expect("first sync");
         let before = snapshot(&app, &["kept"]).await;
         assert_eq!(before.0.len(), 2);
 
@@ -609,7 +616,7 @@ both_backends! {
                 .respond_with(failure)
                 .mount(&mp)
                 .await;
-            let err = marketplace::sync_once(&app.state).await.expect_err(what);
+            let err = sync_now(&app.state).await.expect_err(what);
             assert!(matches!(err, SyncError::Marketplace(_)), "{what}: {err:?}");
             let text = err.to_string();
             assert!(!text.contains(MP_TOKEN), "{text}");
@@ -634,7 +641,7 @@ both_backends! {
         assert!(metrics.contains(r#"marketplace_syncs_total{outcome="marketplace_error"} 5"#), "{metrics}");
         // Nothing left behind in staging, and the lease is free again: a good run works.
         serve_pages(&mp, vec![changed]).await;
-        let s = marketplace::sync_once(&app.state).await.expect("sync after failures");
+        let s = sync_now(&app.state).await.expect("sync after failures");
         assert_eq!((s.fetched, s.matched), (1, 1));
         assert_eq!(app.row("kept").await.mp_license_id.as_deref(), Some("kept-2"));
     }
@@ -653,7 +660,7 @@ both_backends! {
             .respond_with(ResponseTemplate::new(200).set_body_json(loop_page))
             .mount(&mp)
             .await;
-        let err = marketplace::sync_once(&app.state).await.expect_err("loop");
+        let err = sync_now(&app.state).await.expect_err("loop");
         assert!(err.to_string().contains("loop"), "{err}");
         assert_eq!(mp.received_requests().await.unwrap().len(), 2);
         assert!(mp_store::all(&app.state.db).await.unwrap().is_empty());
@@ -686,7 +693,7 @@ both_backends! {
         assert!(body["finished_at"].as_str().is_some());
 
         let bare = LicApp::spawn(backend, &[]).await;
-        let err = marketplace::sync_once(&bare.state).await.expect_err("not configured");
+        let err = sync_now(&bare.state).await.expect_err("not configured");
         assert!(matches!(err, SyncError::NotConfigured));
         assert_eq!(connect_keeper::error::ApiError::from(err).error_response().status(), 400);
     }

@@ -1,0 +1,107 @@
+//! The state of a running service: configuration, database, clients, caches and metrics,
+//! built once by [`AppState::new`] and shared by reference with every handler and background
+//! task (as [`SharedState`] in actix's `app_data`).
+
+use std::time::Duration;
+
+use actix_web::web;
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::connect::descriptor::Descriptor;
+use crate::connect::install_keys::InstallKeys;
+use crate::metrics::Metrics;
+use crate::store::Db;
+
+/// Everything a handler needs, shared by reference.
+pub struct AppState {
+    pub config: Config,
+    pub app_key: String,
+    pub db: Db,
+    pub descriptor: Descriptor,
+    pub install_keys: InstallKeys,
+    /// The one outbound HTTP client (timeouts set), for the product and the Marketplace.
+    pub http: reqwest::Client,
+    /// The Marketplace reporting API of this app (credentials from `MARKETPLACE_*`).
+    pub marketplace: crate::marketplace::Client,
+    pub metrics: Metrics,
+    /// Asks the background reader of the product's license endpoint to read a site now.
+    pub host_refresh: crate::host_license::Trigger,
+    /// The path of `APP_BASE_URL` ("" for none), stripped before computing a request's qsh.
+    pub base_path: String,
+    /// Tenants and their grant facts for the request path (no database round trip).
+    pub tenants: crate::tenants::TenantCache,
+    /// Last-seen time and `lic`, written in the background.
+    pub seen: crate::tenants::SeenWriter,
+    /// Context tokens whose signature was already checked, with the snapshot that checked it.
+    pub verified_tokens: crate::verified_tokens::VerifiedTokens,
+}
+
+pub type SharedState = web::Data<AppState>;
+
+impl AppState {
+    /// Connects and migrates the database and builds the clients, without binding anything.
+    pub async fn new(config: Config) -> anyhow::Result<AppState> {
+        // First: it also installs the TLS provider that database connections may use.
+        let http = http_client()?;
+        let template = config.descriptor_template()?;
+        let app_key = config.resolve_app_key(&template)?;
+        let descriptor = Descriptor::new(&template, config.app_base_url.as_str(), &app_key)
+            .context("DESCRIPTOR_PATH: invalid descriptor template")?;
+        let db = Db::connect(&config.database_url).await?;
+        db.migrate().await.context("applying migrations")?;
+        let install_keys = InstallKeys::new(config.install_keys_url.clone(), http.clone());
+        let marketplace = crate::marketplace::Client::new(&config, &app_key, http.clone());
+        let base_path = config.app_base_url.path().trim_end_matches('/').to_owned();
+        let tenants = crate::tenants::TenantCache::new(db.clone(), config.secrets.clone());
+        warn_about_secrets(&config, &db).await;
+        Ok(AppState {
+            app_key,
+            db,
+            descriptor,
+            install_keys,
+            http,
+            marketplace,
+            metrics: Metrics::new(),
+            host_refresh: crate::host_license::Trigger::new(),
+            base_path,
+            tenants,
+            seen: crate::tenants::SeenWriter::new(),
+            verified_tokens: crate::verified_tokens::VerifiedTokens::default(),
+            config,
+        })
+    }
+}
+
+/// The one outbound HTTP client: 5 s to connect, 10 s per request unless a caller sets its
+/// own, a `connect-keeper/<version>` user agent, rustls with ring.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    // reqwest is built without a bundled TLS provider; use ring's (pure build, no cmake).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .user_agent(concat!("connect-keeper/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Without `SECRETS_KEY` (docs/configuration.md#secrets_key) secrets are stored as they are,
+/// which is said once at start-up; with it, rows still in plain text (written before) are
+/// counted, so the operator knows to run `connect-keeper secrets rotate`.
+async fn warn_about_secrets(config: &Config, db: &Db) {
+    if !config.secrets.is_enabled() {
+        tracing::warn!(
+            "SECRETS_KEY is unset: tenants' shared secrets are stored unencrypted in the database"
+        );
+        return;
+    }
+    match crate::store::installations::count_plain_secrets(db).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            rows = n,
+            "shared secrets stored unencrypted: they are encrypted on the next install, or now by `connect-keeper secrets rotate`"
+        ),
+        Err(e) => tracing::warn!(error = %e, "counting unencrypted shared secrets failed"),
+    }
+}

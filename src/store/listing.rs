@@ -172,6 +172,17 @@ impl Sql {
                 Backend::Sqlite => "LIKE",
                 Backend::Postgres => "ILIKE",
             };
+            if backend == Backend::Sqlite && q.chars().count() >= TRIGRAM {
+                // The trigram index (0009_installation_search.sql) narrows the rows to those
+                // containing `q`, ignoring case; the LIKE test below still decides, so the
+                // answer is exactly the scan's. `client_key IN (…)` lets SQLite fetch those
+                // few rows by primary key instead of walking a sort index.
+                let m = sql.arg(Arg::Text(fts_phrase(q)));
+                sql.conditions.push(format!(
+                    "client_key IN (SELECT client_key FROM installation_search_ids WHERE id IN
+                       (SELECT rowid FROM installation_search WHERE installation_search MATCH {m}))"
+                ));
+            }
             let p = sql.arg(Arg::Text(like_pattern(q)));
             sql.conditions.push(format!(
                 "(base_url {like} {p} ESCAPE '\\'
@@ -194,6 +205,15 @@ impl Sql {
             format!("WHERE {}", self.conditions.join(" AND "))
         }
     }
+}
+
+/// The shortest `q` the trigram index can look up; shorter ones scan.
+const TRIGRAM: usize = 3;
+
+/// `q` as one FTS5 string (a phrase of its trigrams, i.e. the substring): inside double quotes
+/// every character is text (`*`, `OR`, `:`, `^`, parentheses), and a `"` is written twice.
+fn fts_phrase(q: &str) -> String {
+    format!("\"{}\"", q.replace('"', "\"\""))
 }
 
 /// `%q%`, with LIKE's wildcards in `q` taken literally.
@@ -600,6 +620,29 @@ mod tests {
     fn like_pattern_escapes_wildcards() {
         assert_eq!(like_pattern("Acme"), "%Acme%");
         assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn fts_phrase_quotes_everything() {
+        assert_eq!(fts_phrase("acme"), "\"acme\"");
+        assert_eq!(fts_phrase("a\"b OR c*"), "\"a\"\"b OR c*\"");
+    }
+
+    #[test]
+    fn only_sqlite_queries_of_three_characters_use_the_trigram_index() {
+        let with = |q: &str, backend| {
+            let f = Filter {
+                q: Some(q.into()),
+                ..Filter::default()
+            };
+            Sql::filter(&f, backend, Usage::Page).where_clause()
+        };
+        let w = with("acm", Backend::Sqlite);
+        assert!(w.contains("MATCH $1") && w.contains("LIKE $2"), "{w}");
+        // characters, not bytes
+        assert!(!with("äé", Backend::Sqlite).contains("MATCH"));
+        assert!(with("äéö", Backend::Sqlite).contains("MATCH"));
+        assert!(!with("acme", Backend::Postgres).contains("MATCH"));
     }
 
     #[test]

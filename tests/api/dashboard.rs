@@ -335,6 +335,21 @@ both_backends! {
         let spare = tokens["items"].as_array().unwrap().iter().find(|t| t["note"] == "spare").unwrap().clone();
         assert!(spare["revoked_at"].is_string());
 
+        // Every action above is in the audit log under the admin token's name, the access
+        // tokens' too (those not bound to a site have no installation page to show it).
+        let audit: Vec<(String, String)> = connect_keeper::on_db!(db, |p| {
+            sqlx::query_as("SELECT action, actor FROM audit_log ORDER BY id").fetch_all(p).await
+        }).unwrap();
+        let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
+        for wanted in ["access_token.create", "access_token.revoke"] {
+            assert!(actions.contains(&wanted), "{wanted} audited: {actions:?}");
+        }
+        assert!(audit.len() >= 7, "{audit:?}");
+        // (the test made the admin token as "test"; the redemption is the site's own act)
+        assert!(audit.iter().all(|(action, actor)| actor == "alice"
+            || (action == "admin_token.create" && actor == "test")
+            || (action == "access_token.redeem" && actor == "site")), "{audit:?}");
+
         // Unknown installation: 404 page, and actions on it change nothing.
         assert_eq!(dash.get("/admin/ui/installations/nobody").await.status, 404);
         let a = dash.act(page, "/admin/ui/installations/nobody/trial-extension", &[("days", "3"), ("reason", "r")]).await;

@@ -15,3 +15,4 @@ mod lifecycle;
 mod log_levels;
 mod process;
 mod product;
+mod search;

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod admin;
+mod browser;
 mod cli;
 mod cli_ops;
 mod dashboard;

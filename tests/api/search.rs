@@ -51,7 +51,11 @@ fn scan(rows: &[Stored], q: &str) -> Vec<String> {
 /// The API's answer for `q`: every matching key (sorted) and the total.
 async fn search(app: &TestApp, q: &str, sort: &str) -> (Vec<String>, i64) {
     let enc: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
-    let page = admin_json(app, &format!("/admin/installations?q={enc}&sort={sort}&limit=500")).await;
+    let page = admin_json(
+        app,
+        &format!("/admin/installations?q={enc}&sort={sort}&limit=500"),
+    )
+    .await;
     let mut keys: Vec<String> = page["items"]
         .as_array()
         .unwrap()
@@ -64,19 +68,56 @@ async fn search(app: &TestApp, q: &str, sort: &str) -> (Vec<String>, i64) {
 
 const QUERIES: &[&str] = &[
     // by site, company, contact e-mail and name
-    "alpha-site", "ACME", "acme widgets", "Widgets GmbH", "ops@acme", "billing@", "Ada Admin",
-    "127.0.0.1", "/beta-",
+    "alpha-site",
+    "ACME",
+    "acme widgets",
+    "Widgets GmbH",
+    "ops@acme",
+    "billing@",
+    "Ada Admin",
+    "127.0.0.1",
+    "/beta-",
     // shorter than a trigram: the scan
-    "a", "ac", "zz", "_", "%", "\"",
+    "a",
+    "ac",
+    "zz",
+    "_",
+    "%",
+    "\"",
     // LIKE wildcards and escapes are text
-    "50%", "0% o", "off_sale", "f_s", "%%", "__", "\\", "100\\",
+    "50%",
+    "0% o",
+    "off_sale",
+    "f_s",
+    "%%",
+    "__",
+    "\\",
+    "100\\",
     // quotes
-    "\"Quoted\"", "\"quoted", "d\" L", "''", "O'Brien", "'; DROP TABLE installations; --",
+    "\"Quoted\"",
+    "\"quoted",
+    "d\" L",
+    "''",
+    "O'Brien",
+    "'; DROP TABLE installations; --",
     // FTS5 query syntax is text
-    "Gamma OR", "or delta", "Delta*", "a*", "* *", "NEAR(gamma delta)", "mp_company:acme",
-    "^acm", "-gamma", "(gamma)", "AND", "NOT acme", "{base_url}: x",
+    "Gamma OR",
+    "or delta",
+    "Delta*",
+    "a*",
+    "* *",
+    "NEAR(gamma delta)",
+    "mp_company:acme",
+    "^acm",
+    "-gamma",
+    "(gamma)",
+    "AND",
+    "NOT acme",
+    "{base_url}: x",
     // other letters, in their stored case
-    "Zürich", "Äpfel", "ürich Ä",
+    "Zürich",
+    "Äpfel",
+    "ürich Ä",
     // nothing
     "no-such-thing-anywhere",
 ];

@@ -1,0 +1,471 @@
+//! The dashboard in a real browser: headless Chromium from the distribution's packages
+//! (`chromium`, `chromium-driver`), driven over WebDriver by `fantoccini`, against the real
+//! server on port 0. A vendor's Monday morning: sign in, filter by licence state, search, open
+//! an installation, extend its trial by 30 days and see the new end date, grant free use,
+//! create an access token and read it once, sign out.
+//!
+//! Without Chromium the test says it was skipped and passes; with `CI=true` it fails instead.
+//! `CHROMIUM` and `CHROMEDRIVER` name other binaries. It runs once per `cargo test`, on
+//! PostgreSQL when `TEST_DATABASE_URL` is set and on SQLite otherwise (so CI's two runs cover
+//! both); the pages themselves do not depend on the backend.
+//!
+//! `DASHBOARD_SCREENSHOTS=/some/dir` also saves every page at 1280 px and 390 px wide (for a
+//! person to look at; nothing is compared).
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDateTime, Utc};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::admin::{admin_json, install_at, set_marketplace, spawn_admin};
+use crate::helpers::*;
+
+/// The longest any one step may take (Chromium on a busy 2-core machine is slow to start).
+const STEP: Duration = Duration::from_secs(30);
+/// The whole test, so that nothing can hang `cargo test`.
+const WHOLE: Duration = Duration::from_secs(300);
+
+/// The first of `names` found on `PATH`, or the file `env` names.
+fn program(env: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A running chromedriver in a process group of its own: dropping it kills the group, so the
+/// browser it started goes too, whatever the test did.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start(binary: &Path) -> Driver {
+        let mut child = Command::new(binary)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        // "ChromeDriver was started successfully on port 12345."
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("started successfully on port ").nth(1)
+                    && let Ok(port) = rest.trim_end_matches('.').trim().parse::<u16>()
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let mut driver = Driver {
+            child,
+            url: String::new(),
+        };
+        let port = rx
+            .recv_timeout(STEP)
+            .expect("chromedriver did not say its port");
+        driver.url = format!("http://127.0.0.1:{port}");
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // SAFETY: killpg only sends a signal; the group is the one made for this child.
+        unsafe {
+            libc::killpg(self.child.id() as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--no-first-run", "--disable-extensions", "--window-size=1280,900",
+                     "--lang=en-US", format!("--user-data-dir={}", profile.display())],
+        },
+        "timeouts": {"pageLoad": 30_000, "script": 10_000, "implicit": 0},
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+/// Polls `f` until it gives a value, for at most [`STEP`].
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text(c: &Client, css: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+/// Waits until the element `css` shows `want`.
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    until(&format!("{css} to read {want:?}"), || async {
+        (text(c, css).await.as_deref() == Some(want)).then_some(())
+    })
+    .await
+}
+
+/// Waits until the browser is at `path` and returns the query.
+async fn wait_path(c: &Client, path: &str) -> String {
+    until(&format!("the page {path}"), || async {
+        let url = c.current_url().await.ok()?;
+        (url.path() == path).then(|| url.query().unwrap_or_default().to_owned())
+    })
+    .await
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let e = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    e.clear().await.unwrap();
+    e.send_keys(value).await.unwrap();
+}
+
+async fn total(c: &Client) -> String {
+    until("#total", || text(c, "#total")).await
+}
+
+/// The client keys of the rows on the Installations page.
+async fn listed(c: &Client) -> Vec<String> {
+    let mut keys = vec![];
+    for a in c.find_all(Locator::Css("a.detail")).await.unwrap() {
+        let href = a.attr("href").await.unwrap().unwrap_or_default();
+        keys.push(href.rsplit('/').next().unwrap_or_default().to_owned());
+    }
+    keys.sort();
+    keys
+}
+
+/// No alert is open: nothing the pages showed ran a script.
+async fn no_alert(c: &Client) {
+    assert!(c.get_alert_text().await.is_err(), "a script ran");
+    assert!(
+        c.find_all(Locator::Css("a[href^='javascript'], a[href^='JAVASCRIPT']"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// With `DASHBOARD_SCREENSHOTS` set: the current page at a laptop's and a phone's width.
+async fn shoot(c: &Client, name: &str) {
+    let Some(dir) = std::env::var_os("DASHBOARD_SCREENSHOTS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (w, h) in [(1280, 1400), (390, 2600)] {
+        c.set_window_size(w, h).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}-{w}.png")), png).unwrap();
+    }
+    c.set_window_size(1280, 900).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_works_through_the_dashboard_in_chromium() {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let chromium = program(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    );
+    let chromedriver = program("CHROMEDRIVER", &["chromedriver"]);
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        assert!(
+            !ci,
+            "CI=true but Chromium or chromedriver is missing (apt-get install chromium chromium-driver)"
+        );
+        eprintln!(
+            "SKIPPED browser test: chromium and chromedriver not found (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let backend = if std::env::var("TEST_DATABASE_URL").is_ok() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver::start(&chromedriver);
+    let client = tokio::time::timeout(STEP * 2, browser(&driver, &chromium, profile.path()))
+        .await
+        .expect("Chromium started in time");
+    let run = tokio::time::timeout(WHOLE, monday_morning(backend, &client)).await;
+    let _ = client.close().await;
+    drop(driver);
+    run.expect("the browser test finished in time");
+}
+
+async fn monday_morning(backend: Backend, c: &Client) {
+    let app = spawn_admin(backend).await;
+    let now = Utc::now();
+    let admin =
+        connect_keeper::registry::admin_tokens::create(&app.state.db, "browser-admin", "test", now)
+            .await
+            .unwrap();
+    install_at(&app, "br-trial", "secret-t", "trial-site").await;
+    set_marketplace(
+        &app,
+        "br-trial",
+        "Trial Co",
+        "t@trial.example",
+        "EVALUATION",
+        Some(now + chrono::Duration::days(10)),
+    )
+    .await;
+    install_at(&app, "br-active", "secret-a", "active-site").await;
+    set_marketplace(
+        &app,
+        "br-active",
+        "Acme Paying Ltd",
+        "ops@acme.example",
+        "COMMERCIAL",
+        None,
+    )
+    .await;
+    install_at(&app, "br-evil", "secret-e", "evil-site").await;
+    set_marketplace(
+        &app,
+        "br-evil",
+        "<script>alert(1)</script>",
+        "x@evil.example",
+        "COMMERCIAL",
+        None,
+    )
+    .await;
+    connect_keeper::on_db!(&app.state.db, |p| {
+        sqlx::query("UPDATE installations SET base_url = 'javascript:alert(2)' WHERE client_key = 'br-evil'")
+            .execute(p).await.map(|_| ())
+    })
+    .unwrap();
+    let ui = |path: &str| app.url(&format!("/admin/ui{path}"));
+
+    // Sign in: a page asks for the token first.
+    c.goto(&ui("/")).await.unwrap();
+    wait_path(c, "/admin/ui/login").await;
+    shoot(c, "login").await;
+    fill(c, "#token", "not-a-token").await;
+    click(c, "form button[type=submit]").await;
+    until("the refusal", || async {
+        text(c, "p.error").await.filter(|t| t.contains("not valid"))
+    })
+    .await;
+    fill(c, "#token", &admin.token).await;
+    click(c, "form button[type=submit]").await;
+    wait_path(c, "/admin/ui/").await;
+    wait_text(c, "header.top .actor", "browser-admin").await;
+    shoot(c, "overview").await;
+
+    // Installations: all three, then only the trial by the licence filter.
+    click(c, "header.top nav a[href$='/installations']").await;
+    wait_path(c, "/admin/ui/installations").await;
+    assert_eq!(total(c).await, "3");
+    no_alert(c).await;
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+    );
+    shoot(c, "installations").await;
+    click(c, "form.filters summary").await;
+    click(c, "input[name=license][value=trial]").await;
+    click(c, "form.filters .actions button[type=submit]").await;
+    let query = until("the filtered page", || async {
+        let q = c
+            .current_url()
+            .await
+            .ok()?
+            .query()
+            .unwrap_or_default()
+            .to_owned();
+        q.contains("license=trial").then_some(q)
+    })
+    .await;
+    assert!(query.contains("license=trial"), "{query}");
+    wait_text(c, "#total", "1").await;
+    assert_eq!(listed(c).await, ["br-trial"]);
+    shoot(c, "installations-trial").await;
+
+    // Search (the filters cleared first).
+    click(c, "form.filters .actions a").await;
+    wait_text(c, "#total", "3").await;
+    fill(c, "#q", "acme").await;
+    click(c, ".searchrow button").await;
+    wait_text(c, "#total", "1").await;
+    assert_eq!(listed(c).await, ["br-active"]);
+    fill(c, "#q", "trial co").await;
+    click(c, ".searchrow button").await;
+    until("the search for trial co", || async {
+        (listed(c).await == ["br-trial"]).then_some(())
+    })
+    .await;
+
+    // Open the installation.
+    click(c, "a.detail").await;
+    wait_path(c, "/admin/ui/installations/br-trial").await;
+    wait_text(c, "#license-state", "trial").await;
+    let before = text(c, "#effective-trial-end").await.unwrap();
+    let before = NaiveDateTime::parse_from_str(&before, "%Y-%m-%d %H:%M UTC").unwrap();
+
+    // Extend the trial by 30 days: the page shows the new end (30 days after the old one,
+    // which was still ahead).
+    fill(c, "#days", "30").await;
+    fill(c, "#trial-reason", "asked for a month more").await;
+    click(c, "form[action$='/trial-extension'] button[type=submit]").await;
+    wait_text(c, "p.notice", "The trial was extended.").await;
+    let after = text(c, "#effective-trial-end").await.unwrap();
+    assert_eq!(
+        after,
+        (before + chrono::Duration::days(30))
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string()
+    );
+    let d = admin_json(&app, "/admin/installations/br-trial").await;
+    assert!(
+        d["license"]["effective_trial_end"]
+            .as_str()
+            .unwrap()
+            .starts_with(
+                &(before + chrono::Duration::days(30))
+                    .format("%Y-%m-%dT%H:%M")
+                    .to_string()
+            )
+    );
+
+    // Grant free use.
+    fill(c, "#grant-reason", "design partner").await;
+    click(c, "form[action$='/grants'] button[type=submit]").await;
+    wait_text(c, "p.notice", "Free use was granted.").await;
+    wait_text(c, "#license-state", "free").await;
+
+    // An access token for this site: shown once, then never again.
+    fill(c, "#token-note", "pilot team").await;
+    click(c, "form[action$='/access-tokens'] button[type=submit]").await;
+    wait_text(c, "p.notice", "The access token was created.").await;
+    let field = c.find(Locator::Css("#new-token-value")).await.unwrap();
+    let token = field.prop("value").await.unwrap().unwrap_or_default();
+    assert!(token.len() >= 40, "{token}");
+    let url = c
+        .find(Locator::Css("#new-token-url"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(url.contains(&token), "{url}");
+    shoot(c, "installation").await;
+    c.refresh().await.unwrap();
+    wait_text(c, "#license-state", "free").await;
+    assert!(
+        c.find_all(Locator::Css("#new-token-value"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!c.source().await.unwrap().contains(&token), "shown once");
+    // It is the real token: the site can redeem it.
+    let jwt = hs256_context("br-trial", "secret-t", json!({}));
+    let res = app
+        .client
+        .post(app.url("/api/access-tokens/redeem"))
+        .header("authorization", format!("JWT {jwt}"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Each action is in the audit trail under the token's name.
+    let d = admin_json(&app, "/admin/installations/br-trial").await;
+    let by_admin: Vec<&str> = d["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "browser-admin")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        by_admin,
+        [
+            "trial_extension.create",
+            "grant.create",
+            "access_token.create"
+        ]
+    );
+
+    // The other pages.
+    click(c, "header.top nav a[href$='/access-tokens']").await;
+    wait_path(c, "/admin/ui/access-tokens").await;
+    until("the token in the list", || async {
+        text(c, "main").await.filter(|t| t.contains("pilot team"))
+    })
+    .await;
+    shoot(c, "access-tokens").await;
+    click(c, "header.top nav a[href$='/marketplace']").await;
+    wait_path(c, "/admin/ui/marketplace").await;
+    shoot(c, "marketplace").await;
+    c.goto(&ui("/installations/br-evil")).await.unwrap();
+    wait_path(c, "/admin/ui/installations/br-evil").await;
+    no_alert(c).await;
+    shoot(c, "installation-hostile").await;
+    c.goto(&ui("/nowhere")).await.unwrap();
+    shoot(c, "not-found").await;
+
+    // Sign out: back to the sign-in page, and the pages want a session again.
+    click(c, "header.top form.signout button").await;
+    wait_path(c, "/admin/ui/login").await;
+    c.goto(&ui("/installations")).await.unwrap();
+    wait_path(c, "/admin/ui/login").await;
+}

@@ -43,7 +43,8 @@ pub async fn overview_charts(
                     span { span.swatch.installs {} "installs" }
                     span { span.swatch.uninstalls {} "uninstalls" }
                 }
-                (weekly_chart(&weeks))
+                // on a phone the chart scrolls sideways, starting at the latest weeks
+                div.chartscroll.latest { (weekly_chart(&weeks)) }
                 details {
                     summary { "Numbers" }
                     div.tablewrap { table {
@@ -63,7 +64,7 @@ pub async fn overview_charts(
             div.card {
                 h2 { "Trials ending in the next 30 days" }
                 p.sub { (ends.len()) " in total" }
-                (trials_chart(today, &per_day))
+                div.chartscroll { (trials_chart(today, &per_day)) }
             }
         }
     })

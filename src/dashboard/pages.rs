@@ -193,6 +193,16 @@ pub fn site_link(raw: &str) -> Markup {
     }
 }
 
+/// A short "open site" link under a table row's title (the title already shows the URL), or a
+/// warning when the URL is not a web URL.
+fn open_site(raw: &str) -> Markup {
+    if is_web_url(raw) {
+        html! { a.site href=(raw) rel="noopener noreferrer nofollow" { "open site ↗" } }
+    } else {
+        html! { span.unsafe-url title="not an http(s) URL: not a link" { "not a web URL" } }
+    }
+}
+
 /// A badge for a status or licence state (the class is chosen from known values only).
 pub fn badge(value: &str) -> Markup {
     let class = match value {
@@ -330,7 +340,7 @@ fn list_filters(ctx: &Ctx, f: &ListForm) -> Markup {
             div.searchrow {
                 label.sr-only for="q" { "Search" }
                 input #q type="search" name="q" value=(f.q) maxlength="200"
-                    placeholder="Search site URL, company or contact e-mail";
+                    placeholder="Site URL, company or contact e-mail";
                 button type="submit" { "Search" }
             }
             details open[f.filtered() || !f.sort.is_empty()] {
@@ -422,7 +432,7 @@ fn installation_row(ctx: &Ctx, i: &views::Installation) -> Markup {
         tr {
             td data-label="Site" {
                 a.detail href={ (ctx.root) "/installations/" (seg(&i.client_key)) } { (i.base_url) }
-                div.sub { (site_link(&i.base_url)) }
+                div.sub { (open_site(&i.base_url)) }
             }
             td data-label="Product" { (i.product_type) }
             td data-label="Status" { (badge(&i.status)) }

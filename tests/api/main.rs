@@ -8,6 +8,7 @@ mod helpers;
 mod admin;
 mod cli;
 mod cli_ops;
+mod cli_words;
 mod dashboard;
 mod hardening;
 mod license_data;

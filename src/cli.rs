@@ -118,16 +118,22 @@ pub enum AdminTokenCommand {
         /// A name for the token, recorded as the actor of its changes.
         #[arg(long)]
         name: String,
+        /// How to print the result.
         #[arg(long, value_enum, default_value_t)]
         format: ItemFormat,
     },
     /// List admin tokens (never the tokens themselves).
     List {
+        /// How to print the list.
         #[arg(long, value_enum, default_value_t)]
         format: ListFormat,
     },
-    /// Revoke an admin token by id; it stops working at once.
-    Revoke { id: String },
+    /// Revoke an admin token; it stops working at once. Revoking it again changes nothing
+    /// (and says so).
+    Revoke {
+        /// The token's id, as `admin-token list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,7 +142,9 @@ pub enum InstallationsCommand {
     List(ListArgs),
     /// One installation with its license, customer, grants, history and audit trail.
     Show {
+        /// The site's client key, as `installations list` shows it.
         client_key: String,
+        /// How to print the result.
         #[arg(long, value_enum, default_value_t)]
         format: ItemFormat,
     },
@@ -153,11 +161,13 @@ pub struct ListArgs {
     /// jira, confluence (comma-separated).
     #[arg(long)]
     product: Option<String>,
-    /// Substring of the base URL, company or contact e-mail.
-    #[arg(long)]
-    q: Option<String>,
-    /// Effective trial end before this date (YYYY-MM-DD).
-    #[arg(long)]
+    /// Only sites whose base URL, company or contact e-mail contains TEXT (any case).
+    // `--q`, the admin API's name for it, stays as a hidden alias so scripts keep working.
+    #[arg(long, value_name = "TEXT", alias = "q")]
+    search: Option<String>,
+    /// Only sites whose trial (extensions included) ends before this: a date (YYYY-MM-DD,
+    /// meaning 00:00 UTC) or an RFC 3339 time such as 2026-12-31T18:00:00Z.
+    #[arg(long, value_name = "DATE|TIME")]
     trial_ends_before: Option<String>,
     /// installed_at, -installed_at, trial_end, base_url.
     #[arg(long, allow_hyphen_values = true)]
@@ -165,6 +175,7 @@ pub struct ListArgs {
     /// At most this many rows.
     #[arg(long)]
     limit: Option<u64>,
+    /// How to print the list.
     #[arg(long, value_enum, default_value_t)]
     format: ListFormat,
 }
@@ -174,12 +185,16 @@ pub enum TrialCommand {
     /// Extend the trial by N days, counted from the later of now and the current effective
     /// trial end.
     Extend {
+        /// The site's client key, as `installations list` shows it.
         client_key: String,
-        /// 1..=365.
-        #[arg(long, allow_negative_numbers = true)]
-        days: i64,
-        #[arg(long)]
+        /// Days to add: a whole number from 1 to 365.
+        // Text, so that every wrong value gets the one message of the rule.
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        days: String,
+        /// Why; recorded in the audit log.
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// How to print the result.
         #[arg(long, value_enum, default_value_t)]
         format: ItemFormat,
     },
@@ -189,17 +204,25 @@ pub enum TrialCommand {
 pub enum GrantCommand {
     /// Let the installation use the app for free, for good or until a time.
     Free {
+        /// The site's client key, as `installations list` shows it.
         client_key: String,
-        /// End of the free use (RFC 3339, e.g. 2026-12-31T00:00:00Z); none for no end.
-        #[arg(long)]
+        /// When the free use ends: a date (YYYY-MM-DD, meaning 00:00 UTC that day) or an RFC 3339
+        /// time such as 2026-12-31T18:00:00Z. Leave it out for free use with no end (refused while
+        /// the site already has one).
+        #[arg(long, value_name = "DATE|TIME")]
         until: Option<String>,
-        #[arg(long)]
+        /// Why; recorded in the audit log.
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// How to print the result.
         #[arg(long, value_enum, default_value_t)]
         format: ItemFormat,
     },
-    /// Revoke a grant (kept for the record).
-    Revoke { grant_id: String },
+    /// Revoke a grant (kept for the record). Revoking it again changes nothing (and says so).
+    Revoke {
+        /// The grant's id, as `installations show` lists it.
+        grant_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,21 +232,29 @@ pub enum AccessTokenCommand {
         /// Bind the token in advance to this installation.
         #[arg(long)]
         client_key: Option<String>,
-        /// Expiry (RFC 3339); none for no expiry.
-        #[arg(long)]
+        /// When the token expires: a date (YYYY-MM-DD, meaning 00:00 UTC that day) or an RFC 3339
+        /// time such as 2026-12-31T18:00:00Z. Leave it out for a token that does not expire.
+        #[arg(long, value_name = "DATE|TIME")]
         until: Option<String>,
-        #[arg(long)]
+        /// A note for yourself, e.g. whom the token is for; shown by `access-token list`.
+        #[arg(long, value_name = "TEXT")]
         note: Option<String>,
+        /// How to print the result.
         #[arg(long, value_enum, default_value_t)]
         format: ItemFormat,
     },
     /// List access tokens (never the tokens themselves).
     List {
+        /// How to print the list.
         #[arg(long, value_enum, default_value_t)]
         format: ListFormat,
     },
-    /// Revoke an access token; a site that redeemed it loses its free use.
-    Revoke { id: String },
+    /// Revoke an access token; a site that redeemed it loses its free use. Revoking it again
+    /// changes nothing (and says so).
+    Revoke {
+        /// The token's id, as `access-token list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +262,7 @@ pub enum SyncCommand {
     /// Run one Marketplace license sync and print a summary (needs the MARKETPLACE_*
     /// credentials).
     Marketplace {
+        /// How to print the result.
         #[arg(long, value_enum, default_value_t)]
         format: ItemFormat,
     },
@@ -249,6 +281,7 @@ pub enum SecretsCommand {
         /// Rows per batch.
         #[arg(long, default_value_t = 500)]
         batch: usize,
+        /// How to print the result.
         #[arg(long, value_enum, default_value_t)]
         format: ItemFormat,
     },
@@ -258,6 +291,7 @@ pub enum SecretsCommand {
 pub enum DevCommand {
     /// Insert N synthetic installations (benchmarks only; never on a real database).
     Seed {
+        /// How many installations to insert.
         #[arg(long)]
         count: u64,
     },
@@ -487,15 +521,16 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
         AdminTokenCommand::List { format } => {
             say_database(config);
             let items = admin_tokens::list(&db).await?;
+            let time = time_cell(format);
             let rows = items
                 .iter()
                 .map(|t| {
                     vec![
                         t.id.clone(),
                         t.name.clone(),
-                        short_time(Some(t.created_at)),
-                        short_time(t.last_used_at),
-                        short_time(t.revoked_at),
+                        time(Some(t.created_at)),
+                        time(t.last_used_at),
+                        time(t.revoked_at),
                     ]
                 })
                 .collect();
@@ -509,7 +544,18 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
         }
         AdminTokenCommand::Revoke { id } => {
             let t = admin_tokens::revoke(&db, &id, CLI_ACTOR, now).await?;
-            writeln!(out, "admin token {} ({}) revoked", t.id, t.name)?;
+            match revoked_before(t.revoked_at, now) {
+                Some(at) => writeln!(
+                    out,
+                    "admin token {:?} (id {}) was already revoked at {at}; nothing changed",
+                    t.name, t.id
+                )?,
+                None => writeln!(
+                    out,
+                    "admin token {:?} (id {}) revoked; it no longer works",
+                    t.name, t.id
+                )?,
+            }
         }
     }
     out.flush()?;
@@ -527,15 +573,24 @@ fn print_grant(out: &mut impl Write, g: &views::Grant, format: ItemFormat) -> an
             writeln!(out)?;
         }
         ItemFormat::Text => {
-            let until = g
+            let end = g
                 .ends_at
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_else(|| "no end".to_owned());
-            writeln!(
-                out,
-                "{} grant {} for {} until {until}",
-                g.kind, g.id, g.client_key
-            )?;
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            let (ck, id) = (&g.client_key, &g.id);
+            match (g.kind.as_str(), end) {
+                ("trial_extension", Some(end)) => writeln!(
+                    out,
+                    "trial of {ck:?} extended: it now ends {end} (grant {id})"
+                )?,
+                (_, Some(end)) => writeln!(
+                    out,
+                    "{ck:?} may use the app for free until {end} (grant {id})"
+                )?,
+                (_, None) => writeln!(
+                    out,
+                    "{ck:?} may use the app for free, with no end (grant {id})"
+                )?,
+            }
         }
     }
     Ok(())
@@ -549,8 +604,7 @@ async fn trial(config: &Config, cmd: TrialCommand) -> anyhow::Result<()> {
         reason,
         format,
     } = cmd;
-    let days = u32::try_from(days)
-        .map_err(|_| anyhow::anyhow!("--days: must be a whole number from 1 to 365"))?;
+    let days = grants::parse_trial_days(&days).map_err(cli_error)?;
     let g = grants::extend_trial(
         &db,
         &client_key,
@@ -576,7 +630,7 @@ async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
         } => {
             let until = until
                 .as_deref()
-                .map(|u| list_query::parse_rfc3339("until", u))
+                .map(|u| list_query::parse_date_param("until", u))
                 .transpose()
                 .map_err(cli_error)?;
             let g = grants::grant_free(&db, &client_key, until, reason.as_deref(), CLI_ACTOR, now)
@@ -588,7 +642,18 @@ async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
             let g = grants::revoke_grant(&db, &grant_id, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
-            println!("grant {} ({} for {}) revoked", g.id, g.kind, g.client_key);
+            let what = match g.kind.as_str() {
+                "trial_extension" => "trial extension",
+                "access_token" => "free use from an access token",
+                _ => "free use",
+            };
+            match revoked_before(g.revoked_at, now) {
+                Some(at) => println!(
+                    "the {what} of {:?} was already revoked at {at} (grant {}); nothing changed",
+                    g.client_key, g.id
+                ),
+                None => println!("the {what} of {:?} revoked (grant {})", g.client_key, g.id),
+            }
             Ok(())
         }
     }
@@ -607,7 +672,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
         } => {
             let until = until
                 .as_deref()
-                .map(|u| list_query::parse_rfc3339("until", u))
+                .map(|u| list_query::parse_date_param("until", u))
                 .transpose()
                 .map_err(cli_error)?;
             let (row, token) = grants::create_access_token(
@@ -638,6 +703,7 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
         AccessTokenCommand::List { format } => {
             say_database(config);
             let items = grants::list_access_tokens(&db).await?;
+            let time = time_cell(format);
             let rows = items
                 .iter()
                 .map(|t| {
@@ -645,11 +711,11 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
                         t.id.clone(),
                         t.note.clone().unwrap_or_default(),
                         t.client_key.clone().unwrap_or_default(),
-                        short_time(Some(t.created_at)),
-                        short_time(t.expires_at),
+                        time(Some(t.created_at)),
+                        time(t.expires_at),
                         t.redeemed_by.clone().unwrap_or_default(),
-                        short_time(t.redeemed_at),
-                        short_time(t.revoked_at),
+                        time(t.redeemed_at),
+                        time(t.revoked_at),
                     ]
                 })
                 .collect();
@@ -674,7 +740,20 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
             let t = grants::revoke_access_token(&db, &id, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
-            writeln!(out, "access token {} revoked", t.id)?;
+            match (revoked_before(t.revoked_at, now), &t.redeemed_by) {
+                (Some(at), _) => writeln!(
+                    out,
+                    "access token {} was already revoked at {at}; nothing changed",
+                    t.id
+                )?,
+                (None, Some(site)) => writeln!(
+                    out,
+                    "access token {} revoked; {site:?}, which redeemed it, no longer has free use \
+                     from it",
+                    t.id
+                )?,
+                (None, None) => writeln!(out, "access token {} revoked", t.id)?,
+            }
         }
     }
     out.flush()?;
@@ -696,7 +775,7 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
     if let Some(s) = &args.product {
         req.filter.products = list_query::parse_products(s).map_err(cli_error)?;
     }
-    req.filter.q = args.q.clone().filter(|q| !q.trim().is_empty());
+    req.filter.q = args.search.clone().filter(|q| !q.trim().is_empty());
     if let Some(s) = &args.trial_ends_before {
         req.filter.trial_ends_before =
             Some(list_query::parse_date_param("trial_ends_before", s).map_err(cli_error)?);
@@ -897,10 +976,7 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
             "user_count",
             l.user_count.map(|n| n.to_string()).unwrap_or_default(),
         ),
-        (
-            "trial",
-            format!("{} → {}", day(l.trial_start), day(l.trial_end)),
-        ),
+        ("trial", trial_span(l.trial_start, l.trial_end)),
         ("effective_trial_end", short_time(l.effective_trial_end)),
         ("lic_last_seen", l.lic_last_seen.clone().unwrap_or_default()),
         (
@@ -985,6 +1061,47 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
 // ---------------------------------------------------------------------------------------
 // Output helpers
 // ---------------------------------------------------------------------------------------
+
+/// When a revocation happened before `now`, i.e. not by this call: every revoke writes `now`
+/// into `revoked_at` unless it was already set, and keeps the first time.
+fn revoked_before(
+    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    revoked_at
+        .filter(|&at| at != now)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The Marketplace trial as `start → end`, or empty when there is none.
+fn trial_span(
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    if start.is_none() && end.is_none() {
+        return String::new();
+    }
+    let or_unknown = |t| match day(t) {
+        d if d.is_empty() => "?".to_owned(),
+        d => d,
+    };
+    format!("{} → {}", or_unknown(start), or_unknown(end))
+}
+
+/// How a list writes times: short for a person's table; RFC 3339 in UTC, as in the JSON, for
+/// the machine formats.
+fn time_cell(format: ListFormat) -> fn(Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match format {
+        ListFormat::Table => short_time,
+        ListFormat::Json | ListFormat::Csv => rfc3339,
+    }
+}
+
+/// `2026-05-01T13:45:07.123456Z`, as chrono serialises a time into JSON, or empty.
+fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
 
 /// `2026-05-01 13:45` (UTC), or empty.
 fn short_time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
@@ -1110,6 +1227,27 @@ mod tests {
                 "{flag} is no flag of any command"
             );
         }
+    }
+
+    #[test]
+    fn every_argument_and_command_is_described() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(path.to_owned());
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.get_help().is_none() && !a.is_hide_set() && id != "help" && id != "version" {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for c in cmd.get_subcommands() {
+                check(c, &format!("{path} {}", c.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&<Cli as clap::CommandFactory>::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 
     #[test]

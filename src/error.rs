@@ -105,6 +105,7 @@ impl From<registry::Error> for ApiError {
         match e {
             registry::Error::Invalid { field, why } => ApiError::invalid_field(field, why),
             registry::Error::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            registry::Error::Conflict(message) => ApiError::Conflict(message),
             registry::Error::AccessToken(r) if r.is_conflict() => ApiError::Conflict(r.to_string()),
             registry::Error::AccessToken(r) => {
                 ApiError::bad_request("invalid_access_token", r.to_string())

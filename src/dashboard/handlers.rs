@@ -243,7 +243,7 @@ pub async fn installation(
 }
 
 /// The answer to a refused action on an installation: 404 when the site is unknown, the page
-/// again with the reason (400) when a field is invalid.
+/// again with the reason when a field is invalid (400) or the action clashes (409).
 async fn action_refused(
     state: &SharedState,
     req: &HttpRequest,
@@ -253,14 +253,16 @@ async fn action_refused(
     form: &ActionForm,
     e: ApiError,
 ) -> HttpResponse {
+    let status = actix_web::ResponseError::status_code(&e);
     match e {
-        ApiError::BadRequest { message, .. } => {
+        // 400 (a field) or 409 (e.g. free use with no end already granted): the page again.
+        ApiError::BadRequest { message, .. } | ApiError::Conflict(message) => {
             let error = pages::ActionError {
                 action,
                 message: &message,
                 form,
             };
-            installation_page(state, req, s, key, StatusCode::BAD_REQUEST, Some(error)).await
+            installation_page(state, req, s, key, status, Some(error)).await
         }
         ApiError::NotFound(_) => {
             installation_page(state, req, s, key, StatusCode::NOT_FOUND, None).await
@@ -291,13 +293,7 @@ pub async fn extend_trial(
         ..Default::default()
     };
     let parsed = (|| {
-        let days = form
-            .days
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|d| (1..=grants::MAX_TRIAL_DAYS).contains(d))
-            .ok_or_else(|| "days: must be a whole number from 1 to 365".to_owned())?;
+        let days = grants::parse_trial_days(&form.days).map_err(|e| e.to_string())?;
         let reason = required("reason", &form.reason)?;
         Ok::<_, String>((days, reason))
     })();

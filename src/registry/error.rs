@@ -16,6 +16,9 @@ pub enum Error {
     /// The thing acted on does not exist (404).
     #[error("no {} with {} {key:?}", entity.noun(), entity.key_name())]
     NotFound { entity: Entity, key: String },
+    /// The change would clash with what is there (409); the message says with what.
+    #[error("{0}")]
+    Conflict(String),
     /// An access token that cannot be redeemed: 400 when it is unusable, 409 when another
     /// site holds it (see [`Refusal::is_conflict`]).
     #[error(transparent)]

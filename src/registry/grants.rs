@@ -21,6 +21,9 @@ use crate::store::{Db, installations};
 
 /// Trial extensions are 1..=365 days (docs/admin-api.md#extend-a-trial).
 pub const MAX_TRIAL_DAYS: u32 = 365;
+/// The rule on a trial extension's days, in the same words everywhere (admin API, CLI,
+/// dashboard).
+pub const TRIAL_DAYS_RULE: &str = "must be a whole number from 1 to 365";
 /// Longest free text accepted for a reason or a note.
 pub const MAX_TEXT: usize = 1000;
 
@@ -65,10 +68,7 @@ pub async fn extend_trial(
 ) -> Result<GrantRow, Error> {
     tracing::Span::current().record("client_key", client_key);
     if !(1..=MAX_TRIAL_DAYS).contains(&days) {
-        return Err(invalid(
-            "days",
-            format!("must be between 1 and {MAX_TRIAL_DAYS}"),
-        ));
+        return Err(invalid("days", TRIAL_DAYS_RULE));
     }
     let reason = text("reason", reason)?;
     let grant = grants::insert_trial_extension(
@@ -85,10 +85,23 @@ pub async fn extend_trial(
             extended_trial_end(current_end, now, days)
         },
     )
-    .await?
-    .ok_or_else(|| Error::not_found(Entity::Installation, client_key))?;
+    .await?;
+    let grants::Inserted::Made(grant) = grant else {
+        return Err(Error::not_found(Entity::Installation, client_key));
+    };
+    let grant = *grant;
     changed(to, client_key).await;
     Ok(grant)
+}
+
+/// Parses a number of days typed by a person (the CLI's `--days`, the dashboard's form) under
+/// [`TRIAL_DAYS_RULE`].
+pub fn parse_trial_days(raw: &str) -> Result<u32, Error> {
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|d| (1..=MAX_TRIAL_DAYS).contains(d))
+        .ok_or_else(|| invalid("days", TRIAL_DAYS_RULE))
 }
 
 /// The new effective trial end: `days` after the later of `now` and the current end.
@@ -101,6 +114,9 @@ pub fn extended_trial_end(
 }
 
 /// Grants free use from `now` until `ends_at` (for good when `None`; a past end is refused).
+/// Refused with [`Error::Conflict`], naming the grant, while the site has an unrevoked free
+/// grant with no end: a second one would change nothing, and revoking one of two would then
+/// silently leave the site free. To give free use an end, revoke that grant and grant again.
 #[tracing::instrument(skip_all, fields(client_key))]
 pub async fn grant_free(
     to: &impl Target,
@@ -115,9 +131,18 @@ pub async fn grant_free(
         return Err(invalid("ends_at", "must be in the future"));
     }
     let reason = text("reason", reason)?;
-    let grant = grants::insert_free(to.db(), client_key, ends_at, reason, actor, now)
-        .await?
-        .ok_or_else(|| Error::not_found(Entity::Installation, client_key))?;
+    let grant = match grants::insert_free(to.db(), client_key, ends_at, reason, actor, now).await? {
+        grants::Inserted::Made(grant) => *grant,
+        grants::Inserted::NoInstallation => {
+            return Err(Error::not_found(Entity::Installation, client_key));
+        }
+        grants::Inserted::Covered(existing) => {
+            return Err(Error::Conflict(format!(
+                "installation {client_key:?} already has free use with no end (grant {existing}); \
+                 revoke that grant first to give free use an end"
+            )));
+        }
+    };
     changed(to, client_key).await;
     Ok(grant)
 }

@@ -135,7 +135,15 @@ pub fn parse_date_param(field: &'static str, raw: &str) -> Result<DateTime<Utc>,
     }
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| Error::invalid(field, format!("expected a date (YYYY-MM-DD), got {raw:?}")))
+        .map_err(|_| {
+            Error::invalid(
+                field,
+                format!(
+                    "expected a date (YYYY-MM-DD) or an RFC 3339 time such as \
+                     2026-12-31T18:00:00Z, got {raw:?}"
+                ),
+            )
+        })
 }
 
 /// An RFC 3339 instant (request bodies and CLI `--until`).

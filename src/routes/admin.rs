@@ -351,7 +351,7 @@ mod body {
     use serde::de::{Deserializer, Error};
     use serde_json::Value;
 
-    use crate::registry::grants::MAX_TRIAL_DAYS;
+    use crate::registry::grants::{MAX_TRIAL_DAYS, TRIAL_DAYS_RULE};
     use crate::registry::list_query;
 
     /// A string or `null`.
@@ -380,7 +380,7 @@ mod body {
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| (1..=MAX_TRIAL_DAYS).contains(n))
-            .ok_or_else(|| D::Error::custom("must be a whole number from 1 to 365"))
+            .ok_or_else(|| D::Error::custom(TRIAL_DAYS_RULE))
     }
 
     /// The kind of a grant made by `POST …/grants`: only `free`.
@@ -446,6 +446,7 @@ pub async fn extend_trial(
         (status = 400, description = "Invalid body; the message names the field", body = ErrorSchema),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
         (status = 404, description = "Unknown client_key", body = ErrorSchema),
+        (status = 409, description = "The site already has free use with no end; the message names that grant", body = ErrorSchema),
     ),
     security(("bearer" = []))
 )]

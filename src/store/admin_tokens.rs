@@ -82,7 +82,7 @@ pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AdminTokenRow>> {
 }
 
 /// Revokes a token, with its audit entry, in one transaction; `None` when there is no such id.
-/// Revoking twice keeps the first time.
+/// Revoking twice keeps the first time and writes no second audit entry.
 pub async fn revoke(
     db: &Db,
     id: &str,
@@ -92,11 +92,14 @@ pub async fn revoke(
     let sql = format!("SELECT {COLUMNS} FROM admin_tokens WHERE id = $1");
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
-        sqlx::query("UPDATE admin_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let changed = sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         let Some(row) = sqlx::query_as::<_, AdminTokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -104,17 +107,19 @@ pub async fn revoke(
         else {
             return Ok(None);
         };
-        super::audit::insert(
-            &mut *tx,
-            None,
-            actor,
-            "admin_token.revoke",
-            Some(&row.id),
-            None,
-            Some(serde_json::json!({"name": row.name})),
-            now,
-        )
-        .await?;
+        if changed > 0 {
+            super::audit::insert(
+                &mut *tx,
+                None,
+                actor,
+                "admin_token.revoke",
+                Some(&row.id),
+                None,
+                Some(serde_json::json!({"name": row.name})),
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(Some(row))
     })

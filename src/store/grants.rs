@@ -87,8 +87,20 @@ pub async fn for_access_token(db: &Db, access_token_id: &str) -> sqlx::Result<Op
     })
 }
 
+/// What an insert did.
+#[derive(Debug)]
+pub enum Inserted {
+    Made(Box<GrantRow>),
+    /// There is no such installation.
+    NoInstallation,
+    /// Refused: the unrevoked free grant with no end of this id already gives the site free
+    /// use for good, so a new free grant would change nothing.
+    Covered(String),
+}
+
 /// Inserts a free grant (open-ended when `ends_at` is `None`) starting at `now`, with its
-/// audit entry, in one transaction; `None` when there is no such installation. The rules
+/// audit entry, in one transaction — unless the site already has an unrevoked free grant with
+/// no end (decided inside the transaction, so two requests at once cannot both pass). The rules
 /// (validation, licence view, caches) are in [`crate::registry::grants`]; call that, not this,
 /// from routes and commands.
 pub async fn insert_free(
@@ -98,7 +110,7 @@ pub async fn insert_free(
     reason: Option<&str>,
     actor: &str,
     now: DateTime<Utc>,
-) -> sqlx::Result<Option<GrantRow>> {
+) -> sqlx::Result<Inserted> {
     let g = NewGrant {
         client_key,
         kind: GrantKind::Free,
@@ -106,11 +118,20 @@ pub async fn insert_free(
         reason,
         created_by: actor,
     };
-    insert(db, g, "grant.create", now, |_, _| ends_at).await
+    insert(db, g, "grant.create", now, |_, grants| {
+        let for_good = grants.iter().find(|g| {
+            g.kind == GrantKind::Free.as_str() && g.ends_at.is_none() && g.revoked_at.is_none()
+        });
+        match for_good {
+            Some(existing) => Err(existing.id.clone()),
+            None => Ok(ends_at),
+        }
+    })
+    .await
 }
 
-/// Inserts a trial extension from `starts_at`, with its audit entry; `None` when there is no
-/// such installation.
+/// Inserts a trial extension from `starts_at`, with its audit entry ([`Inserted::Made`] or
+/// [`Inserted::NoInstallation`]).
 ///
 /// Its end is computed by `ends_at` from the installation and its grants **as read inside the
 /// same write transaction**, with the installation locked (`FOR UPDATE` on PostgreSQL; SQLite's
@@ -125,7 +146,7 @@ pub async fn insert_trial_extension(
     actor: &str,
     now: DateTime<Utc>,
     ends_at: impl FnOnce(&InstallationRow, &[GrantRow]) -> DateTime<Utc>,
-) -> sqlx::Result<Option<GrantRow>> {
+) -> sqlx::Result<Inserted> {
     let g = NewGrant {
         client_key,
         kind: GrantKind::TrialExtension,
@@ -138,7 +159,7 @@ pub async fn insert_trial_extension(
         g,
         "trial_extension.create",
         now,
-        |installation, grants| Some(ends_at(installation, grants)),
+        |installation, grants| Ok(Some(ends_at(installation, grants))),
     )
     .await
 }
@@ -157,18 +178,18 @@ pub(super) const INSERT_GRANT: &str =
                                 created_by, created_at, access_token_id, changed_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)";
 
-/// Inserts a grant and its audit entry in one write transaction; `None` when there is no
-/// such installation. The grant's end is computed by `ends_at` from the installation and its
-/// grants as read inside that transaction, with the installation locked (`FOR UPDATE` on
-/// PostgreSQL; on SQLite the write transaction holds the database lock), so that a decision
-/// based on them cannot be overtaken by a concurrent one.
+/// Inserts a grant and its audit entry in one write transaction. The grant's end is computed
+/// by `ends_at` from the installation and its grants as read inside that transaction, with the
+/// installation locked (`FOR UPDATE` on PostgreSQL; on SQLite the write transaction holds the
+/// database lock), so that a decision based on them cannot be overtaken by a concurrent one;
+/// `ends_at` may refuse instead with the id of the grant in the way ([`Inserted::Covered`]).
 async fn insert(
     db: &Db,
     g: NewGrant<'_>,
     action: &str,
     now: DateTime<Utc>,
-    ends_at: impl FnOnce(&InstallationRow, &[GrantRow]) -> Option<DateTime<Utc>>,
-) -> sqlx::Result<Option<GrantRow>> {
+    ends_at: impl FnOnce(&InstallationRow, &[GrantRow]) -> Result<Option<DateTime<Utc>>, String>,
+) -> sqlx::Result<Inserted> {
     let read_installation = match db {
         Db::Postgres(_) => "SELECT * FROM installations WHERE client_key = $1 FOR UPDATE",
         Db::Sqlite(_) => "SELECT * FROM installations WHERE client_key = $1",
@@ -181,13 +202,17 @@ async fn insert(
             .fetch_optional(&mut *tx)
             .await?
         else {
-            return Ok(None);
+            return Ok(Inserted::NoInstallation);
         };
         let grants = sqlx::query_as::<_, GrantRow>(FOR_CLIENT)
             .bind(g.client_key)
             .fetch_all(&mut *tx)
             .await?;
-        let ends_at = ends_at(&installation, &grants);
+        let ends_at = match ends_at(&installation, &grants) {
+            Ok(end) => end,
+            // Dropping the transaction rolls it back: nothing was written.
+            Err(existing) => return Ok(Inserted::Covered(existing)),
+        };
         let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": ends_at});
         sqlx::query(INSERT_GRANT)
             .bind(&id)
@@ -217,7 +242,7 @@ async fn insert(
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(row))
+        Ok(Inserted::Made(Box::new(row)))
     })
 }
 

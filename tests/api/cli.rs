@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 /// Runs `connect-keeper ARGS` with only the variables it needs (no ADMIN_TOKEN, no
 /// inherited DATABASE_URL), off the async workers.
-async fn run(db_url: &str, base_url: &str, args: &[&str]) -> Output {
+pub async fn run(db_url: &str, base_url: &str, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let db_url = db_url.to_owned();
     let base_url = base_url.to_owned();
@@ -29,20 +29,20 @@ async fn run(db_url: &str, base_url: &str, args: &[&str]) -> Output {
     .unwrap()
 }
 
-async fn cli(app: &TestApp, args: &[&str]) -> Output {
+pub async fn cli(app: &TestApp, args: &[&str]) -> Output {
     run(&app.db.url, &app.base_url, args).await
 }
 
-fn stdout(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Runs and asserts success; returns stdout.
-async fn ok(app: &TestApp, args: &[&str]) -> String {
+pub async fn ok(app: &TestApp, args: &[&str]) -> String {
     let o = cli(app, args).await;
     assert!(
         o.status.success(),
@@ -54,7 +54,7 @@ async fn ok(app: &TestApp, args: &[&str]) -> String {
 }
 
 /// Runs and asserts failure with `needle` in stderr.
-async fn fails(app: &TestApp, args: &[&str], needle: &str) {
+pub async fn fails(app: &TestApp, args: &[&str], needle: &str) {
     let o = cli(app, args).await;
     assert!(!o.status.success(), "{args:?} should fail: {}", stdout(&o));
     assert!(
@@ -64,7 +64,7 @@ async fn fails(app: &TestApp, args: &[&str], needle: &str) {
     );
 }
 
-fn json_out(text: &str) -> Value {
+pub fn json_out(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
@@ -198,7 +198,7 @@ both_backends! {
         assert!((end - (Utc::now() + Duration::days(3))).num_seconds().abs() < 60);
         assert!(eventually(5, || async { whoami(&app, "ck-live", "live-secret").await == 200 }).await);
         let text = ok(&app, &["trial", "extend", "ck-live", "--days", "2"]).await;
-        assert!(text.contains("trial_extension"), "{text}");
+        assert!(text.contains("trial of \"ck-live\" extended: it now ends"), "{text}");
         let d = admin_json(&app, "/admin/installations/ck-live").await;
         let eff: chrono::DateTime<Utc> = d["license"]["effective_trial_end"].as_str().unwrap().parse().unwrap();
         assert!((eff - (end + Duration::days(2))).num_seconds().abs() < 2, "stacked: {eff} vs {end}");

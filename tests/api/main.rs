@@ -9,6 +9,7 @@ mod admin;
 mod browser;
 mod cli;
 mod cli_ops;
+mod cli_words;
 mod dashboard;
 mod hardening;
 mod license_data;

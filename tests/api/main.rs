@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod cli_ops;
 mod dashboard;
+mod forge;
 mod hardening;
 mod license_data;
 mod lifecycle;

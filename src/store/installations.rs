@@ -195,6 +195,17 @@ pub async fn get(db: &Db, client_key: &str) -> sqlx::Result<Option<InstallationR
     })
 }
 
+/// Whether a row has this key.
+pub async fn exists(db: &Db, client_key: &str) -> sqlx::Result<bool> {
+    crate::on_db!(db, |p| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM installations WHERE client_key = $1")
+            .bind(client_key)
+            .fetch_one(p)
+            .await
+            .map(|n| n > 0)
+    })
+}
+
 /// `$1, $2, …, $n`: the placeholders of an `IN` list of `n` values.
 pub(crate) fn placeholders(n: usize) -> String {
     (1..=n)

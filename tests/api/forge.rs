@@ -506,3 +506,174 @@ both_backends! {
         assert_eq!(whoami_says(&app, &fit_claims()).await, "access_token");
     }
 }
+
+const ADMIN: &str = "test-admin-token-forge-1a2b3c";
+
+async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = app
+        .client
+        .request(method.parse().unwrap(), app.url(path))
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// `connect-keeper ARGS` against the app's database, as the vendor runs it.
+async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let db_url = app.db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_connect-keeper"))
+            .args(&args)
+            .env_clear()
+            .env("DATABASE_URL", db_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run the binary")
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+both_backends! {
+    async fn the_admin_api_shows_and_acts_on_forge_installations_by_installation_id(backend) {
+        let app = spawn_forge(backend, &[("ADMIN_TOKEN", ADMIN)]).await;
+        connect_tenant_with_cloud_id(&app, "ck-plain", "cloud-of-a-connect-site").await;
+        assert_eq!(whoami_says(&app, &with_license(fit_claims(), json!({"active": true}))).await, "fit");
+        let ari = testing::installation_ari(INSTALLATION_UUID);
+
+        // By the bare uuid and by the ARI: the same installation, client_key null.
+        for id in [INSTALLATION_UUID.to_owned(), ari.clone()] {
+            let path = format!("/admin/installations/{}", urlencoding(&id));
+            let (status, body) = admin(&app, "GET", &path, None).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["client_key"], Value::Null);
+            assert_eq!(body["installation_id"], ari);
+            assert_eq!(body["flavour"], "forge");
+            assert_eq!(body["forge_environment"], json!({"type": "PRODUCTION", "id": testing::ENVIRONMENT_ID}));
+            assert_eq!(body["events"][0]["event_type"], "forge_registered");
+            assert!(!body.to_string().contains("forge:"), "the internal key never shows: {body}");
+        }
+        let (status, grant) = admin(&app, "POST", &format!("/admin/installations/{INSTALLATION_UUID}/grants"),
+            Some(json!({"kind": "free", "reason": "partner"}))).await;
+        assert_eq!(status, 201, "{grant}");
+        assert_eq!(whoami_says(&app, &fit_claims()).await, "grant");
+        let (status, _) = admin(&app, "POST", &format!("/admin/installations/{}/trial-extension", urlencoding(&ari)),
+            Some(json!({"days": 5}))).await;
+        assert_eq!(status, 201);
+        // An installation id nobody has: 404.
+        let (status, _) = admin(&app, "GET", "/admin/installations/99999999-9999-4999-8999-999999999999", None).await;
+        assert_eq!(status, 404);
+
+        // The flavour filter (comma-separated) and the Connect tenant's JSON.
+        let page = admin(&app, "GET", "/admin/installations?flavour=forge", None).await.1;
+        assert_eq!(page["total"], 1);
+        assert_eq!(page["items"][0]["installation_id"], ari);
+        let page = admin(&app, "GET", "/admin/installations?flavour=connect,connect_on_forge", None).await.1;
+        assert_eq!(page["total"], 1);
+        assert_eq!(page["items"][0]["client_key"], "ck-plain");
+        assert_eq!(page["items"][0]["flavour"], "connect");
+        assert_eq!(page["items"][0]["forge_environment"], Value::Null);
+        let (status, body) = admin(&app, "GET", "/admin/installations?flavour=classic", None).await;
+        assert_eq!(status, 400);
+        assert!(body["message"].as_str().unwrap().starts_with("flavour"), "{body}");
+        // CSV: the Forge columns at the end, the client key empty.
+        let (status, csv) = admin(&app, "GET", "/admin/installations?format=csv&flavour=forge", None).await;
+        assert_eq!(status, 200);
+        let csv = csv.as_str().unwrap().to_owned();
+        let header = csv.lines().next().unwrap();
+        assert!(header.ends_with("flavour,forge_environment_type,forge_environment_id"), "{header}");
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.starts_with(','), "{row}");
+        assert!(row.contains(",forge,PRODUCTION,"), "{row}");
+        // The OpenAPI document names the filter and the installation-id form.
+        let doc = admin(&app, "GET", "/admin/openapi.json", None).await.1.to_string();
+        assert!(doc.contains("connect_on_forge") && doc.contains("Forge installation id"));
+    }
+}
+
+both_backends! {
+    async fn the_cli_finds_forge_installations_by_installation_id(backend) {
+        let app = spawn_forge(backend, &[]).await;
+        assert_eq!(whoami_says(&app, &with_license(fit_claims(), json!({"active": true}))).await, "fit");
+        let ari = testing::installation_ari(INSTALLATION_UUID);
+
+        let (ok, out, err) = cli(&app, &["installations", "show", INSTALLATION_UUID, "--format", "json"]).await;
+        assert!(ok, "{err}");
+        let body: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((body["client_key"].clone(), body["flavour"].clone()), (Value::Null, json!("forge")));
+        let (ok, out, err) = cli(&app, &["installations", "show", &ari]).await;
+        assert!(ok, "{err}");
+        assert!(out.contains("flavour") && out.contains("forge") && out.contains("PRODUCTION"), "{out}");
+
+        let (ok, _, err) = cli(&app, &["grant", "free", &ari, "--reason", "partner"]).await;
+        assert!(ok, "{err}");
+        assert!(eventually(5, || async { whoami_says(&app, &fit_claims()).await == "grant" }).await);
+        let (ok, _, err) = cli(&app, &["trial", "extend", INSTALLATION_UUID, "--days", "3"]).await;
+        assert!(ok, "{err}");
+
+        let (ok, out, err) = cli(&app, &["installations", "list", "--flavour", "forge"]).await;
+        assert!(ok, "{err}");
+        let header = out.lines().next().unwrap();
+        assert!(header.contains("FLAVOUR") && header.contains("FORGE_ENV"), "{header}");
+        assert!(out.contains(&ari) && out.contains("PRODUCTION"), "{out}");
+        let (ok, out, _) = cli(&app, &["installations", "list", "--flavour", "connect", "--format", "json"]).await;
+        assert!(ok);
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["items"], json!([]));
+        let (ok, _, err) = cli(&app, &["installations", "list", "--flavour", "classic"]).await;
+        assert!(!ok);
+        assert!(err.contains("--flavour"), "{err}");
+    }
+}
+
+both_backends! {
+    async fn a_fit_trial_end_is_the_installation_trial_end_and_extensions_count_from_it(backend) {
+        let app = spawn_forge(backend, &[("ADMIN_TOKEN", ADMIN)]).await;
+        let trial_end = (Utc::now() + Duration::days(20)).date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let license = json!({
+            "active": true, "isEvaluation": true, "type": "commercial",
+            "trialEndDate": trial_end.to_rfc3339(),
+            "ccpEntitlementId": "ccp-ent-1", "ccpEntitlementSlug": "E-FORGE-1",
+        });
+        assert_eq!(whoami_says(&app, &with_license(fit_claims(), license)).await, "fit");
+        let path = format!("/admin/installations/{INSTALLATION_UUID}");
+        assert!(
+            eventually(5, || async { admin(&app, "GET", &path, None).await.1["license"]["state"] == "trial" }).await,
+            "the FIT's licence reaches the registry in the background"
+        );
+        let body = admin(&app, "GET", &path, None).await.1;
+        let l = &body["license"];
+        assert_eq!(l["source"], "fit");
+        assert_eq!(l["license_type"], "commercial");
+        assert_eq!(l["evaluation"], true);
+        let shown = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+        assert_eq!(shown(&l["trial_end"]), trial_end);
+        assert_eq!(shown(&l["effective_trial_end"]), trial_end);
+        assert_eq!(body["entitlement_id"], "ccp-ent-1");
+        assert_eq!(body["entitlement_number"], "E-FORGE-1");
+
+        // A 10-day extension counts from that trial end, not from today.
+        let (status, grant) = admin(&app, "POST", &format!("{path}/trial-extension"), Some(json!({"days": 10}))).await;
+        assert_eq!(status, 201, "{grant}");
+        assert_eq!(shown(&grant["ends_at"]), trial_end + Duration::days(10));
+        let body = admin(&app, "GET", &path, None).await.1;
+        assert_eq!(shown(&body["license"]["effective_trial_end"]), trial_end + Duration::days(10));
+    }
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -209,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
             plugins_version: None,
             oauth_client_id: None,
             installation_id: None,
+            forge_installation_id: None,
             service_entitlement_number: Some(format!("SEN-{}", 30_000_000 + j)),
             entitlement_id: None,
             entitlement_number: Some(format!("E-SITE-{j}")),

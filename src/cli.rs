@@ -161,6 +161,9 @@ pub struct ListArgs {
     /// jira, confluence (comma-separated).
     #[arg(long)]
     product: Option<String>,
+    /// connect, connect_on_forge, forge (comma-separated).
+    #[arg(long)]
+    flavour: Option<String>,
     /// Only sites whose base URL, company or contact e-mail contains TEXT (any case).
     // `--q`, the admin API's name for it, stays as a hidden alias so scripts keep working.
     #[arg(long, value_name = "TEXT", alias = "q")]
@@ -775,6 +778,9 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
     if let Some(s) = &args.product {
         req.filter.products = list_query::parse_products(s).map_err(cli_error)?;
     }
+    if let Some(s) = &args.flavour {
+        req.filter.flavours = list_query::parse_flavours(s).map_err(cli_error)?;
+    }
     req.filter.q = args.search.clone().filter(|q| !q.trim().is_empty());
     if let Some(s) = &args.trial_ends_before {
         req.filter.trial_ends_before =
@@ -788,10 +794,11 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
 
 /// The CLI's flag for each field a [`registry::Error::Invalid`] can name (the field's name in
 /// the admin API). A field not listed is shown under its API name.
-pub const FLAGS: [(&str, &str); 12] = [
+pub const FLAGS: [(&str, &str); 13] = [
     ("status", "--status"),
     ("license", "--license"),
     ("product", "--product"),
+    ("flavour", "--flavour"),
     ("trial_ends_before", "--trial-ends-before"),
     ("sort", "--sort"),
     ("name", "--name"),
@@ -821,8 +828,11 @@ fn cli_error(e: registry::Error) -> anyhow::Error {
     }
 }
 
-const INSTALLATION_COLUMNS: [&str; 12] = [
+const INSTALLATION_COLUMNS: [&str; 15] = [
     "CLIENT_KEY",
+    "INSTALLATION_ID",
+    "FLAVOUR",
+    "FORGE_ENV",
     "BASE_URL",
     "PRODUCT",
     "STATUS",
@@ -840,7 +850,13 @@ fn installation_cells(i: &Installation) -> Vec<String> {
     let l = &i.license;
     let c = i.customer.as_ref();
     vec![
-        i.client_key.clone(),
+        i.client_key.clone().unwrap_or_default(),
+        i.installation_id.clone().unwrap_or_default(),
+        i.flavour.clone(),
+        i.forge_environment
+            .as_ref()
+            .map(|e| e.kind.clone())
+            .unwrap_or_default(),
         i.base_url.clone(),
         i.product_type.clone(),
         i.status.clone(),
@@ -948,7 +964,21 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
     let i = &d.installation;
     let l = &i.license;
     let mut kv: Vec<(&str, String)> = vec![
-        ("client_key", i.client_key.clone()),
+        ("client_key", i.client_key.clone().unwrap_or_default()),
+        (
+            "installation_id",
+            i.installation_id.clone().unwrap_or_default(),
+        ),
+        ("flavour", i.flavour.clone()),
+        (
+            "forge_environment",
+            i.forge_environment
+                .as_ref()
+                .map(|e| format!("{} {}", e.kind, e.id.as_deref().unwrap_or("")))
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
         ("base_url", i.base_url.clone()),
         ("display_url", i.display_url.clone().unwrap_or_default()),
         ("product", i.product_type.clone()),

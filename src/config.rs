@@ -122,6 +122,9 @@ pub struct Config {
     /// First retry delay of a Marketplace page that failed with a 5xx or a network error
     /// (two retries, doubling). Not an environment variable; tests shorten it.
     pub marketplace_retry_base: Duration,
+    /// The least time between two fetches of the Forge key set (30 s). Not an environment
+    /// variable; tests shorten it.
+    pub forge_jwks_cooldown: Duration,
 }
 
 impl Config {
@@ -361,6 +364,7 @@ impl Config {
             host_retry_base: Duration::from_secs(30),
             marketplace_timeout: Duration::from_secs(30),
             marketplace_retry_base: Duration::from_secs(1),
+            forge_jwks_cooldown: crate::forge::keys::REFETCH_COOLDOWN,
         })
     }
 }

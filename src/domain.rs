@@ -123,6 +123,43 @@ impl LicenseState {
     }
 }
 
+/// Which platform an installation is known through (docs/forge.md).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavour {
+    /// A Connect tenant: lifecycle callbacks and Connect JWTs only.
+    #[default]
+    Connect,
+    /// A Connect tenant that Forge also knows by an installation id (Connect on Forge).
+    ConnectOnForge,
+    /// Known only from Forge Invocation Tokens and Forge events: no Connect clientKey.
+    Forge,
+}
+
+impl Flavour {
+    pub const ALL: [Flavour; 3] = [Flavour::Connect, Flavour::ConnectOnForge, Flavour::Forge];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Connect => "connect",
+            Flavour::ConnectOnForge => "connect_on_forge",
+            Flavour::Forge => "forge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Flavour> {
+        Flavour::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Flavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The lower-case host of a URL, used to join Marketplace rows by `cloudSiteHostname`.
 pub fn host_of(url: &str) -> Option<String> {
     url::Url::parse(url)
@@ -141,6 +178,10 @@ mod tests {
             assert_eq!(Status::parse(s.as_str()), Some(s));
         }
         assert_eq!(Status::parse("Enabled"), None);
+        for f in Flavour::ALL {
+            assert_eq!(Flavour::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(Flavour::parse("Forge"), None);
     }
 
     #[test]

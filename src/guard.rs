@@ -11,6 +11,12 @@
 //! The work is done by two plain functions, testable without actix: [`present`] finds the
 //! token and the tenant it claims; [`authorize`] verifies it against that tenant and decides
 //! the license. Neither does I/O: the tenant comes from [`crate::tenants::TenantCache`].
+//!
+//! `Authorization: Bearer <token>` is a Forge Invocation Token (docs/forge.md): verified by
+//! [`authenticate_fit`] with the cached Forge key set ([`crate::forge`]), its installation
+//! found in the same cache by installation id (registered at first sight), and its licence
+//! decided by [`licensing::decide_fit`]. The handler gets the same [`Verified`] and
+//! [`Licensed`] values either way; [`licensed_page`] accepts Connect tokens only.
 
 use std::borrow::Cow;
 use std::future::{Ready, ready};
@@ -29,6 +35,8 @@ use crate::connect::jwt::{self, Claims, JwtError, QshPolicy, TokenKind};
 use crate::connect::qsh;
 use crate::domain::Status;
 use crate::error::{ErrorBody, json_error};
+use crate::forge::fit::{self, Fit, FitError};
+use crate::forge::ids::InstallationId;
 use crate::licensing::{self, Decision, Source};
 use crate::state::SharedState;
 use crate::tenants::TenantSnapshot;
@@ -160,18 +168,44 @@ pub struct Verified {
     pub lic: Option<bool>,
     /// The license decision for this request (enforced only by the licensed guards).
     pub decision: Decision,
+    /// The verified Forge Invocation Token, when the request carried one instead of a
+    /// Connect JWT (then `claims` is empty and `token_kind` is [`TokenKind::Context`]: a FIT
+    /// binds nothing about the request either).
+    pub fit: Option<Arc<Fit>>,
 }
 
 impl Verified {
+    /// The installation's key in the registry: the Connect clientKey, or for an installation
+    /// only Forge knows an internal key that stays the same when the site reinstalls. Use it
+    /// to key the app's own data; [`Verified::connect_client_key`] is the Connect one.
     pub fn client_key(&self) -> &str {
         self.tenant.client_key()
     }
 
-    /// The Atlassian account of the user (`sub`), absent for anonymous users.
+    /// The Connect clientKey; `None` for an installation only Forge knows.
+    pub fn connect_client_key(&self) -> Option<&str> {
+        self.tenant.connect_client_key()
+    }
+
+    /// The Forge installation id, when Forge knows the installation.
+    pub fn installation_id(&self) -> Option<InstallationId> {
+        self.tenant.forge_installation_id()
+    }
+
+    /// The Atlassian account of the user (`sub` of a Connect JWT, `principal` of a FIT),
+    /// absent for anonymous users and for FITs of events and triggers.
     pub fn account_id(&self) -> Option<&str> {
-        self.claims.sub.as_deref()
+        match &self.fit {
+            Some(fit) => fit.principal.as_deref(),
+            None => self.claims.sub.as_deref(),
+        }
     }
 }
+
+/// The claims of a [`Verified`] that came with a FIT: none (one shared value, no allocation
+/// per request).
+static NO_CLAIMS: std::sync::LazyLock<Arc<Claims>> =
+    std::sync::LazyLock::new(|| Arc::new(Claims::default()));
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -252,7 +286,108 @@ pub fn authorize(
         token_kind,
         lic,
         decision,
+        fit: None,
     })
+}
+
+/// Why a FIT request was not verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FitRefusal {
+    /// 401, counted by [`FitError::reason`].
+    #[error(transparent)]
+    Token(#[from] FitError),
+    /// The registry could not be asked about an installation not seen before (503).
+    #[error("the service cannot verify requests right now; try again")]
+    Unavailable,
+}
+
+/// Verifies a FIT (docs/forge.md, in this order: header `alg`/`kid`, the key from the cached
+/// key set — an unknown `kid` refetches it at most once per 30 s —, signature, `iss`, `aud`,
+/// times, `app.id`, installation id, environment, `icLabel`) and finds its installation: from
+/// memory when known, registered at first sight otherwise. Nothing else is written.
+pub async fn authenticate_fit(
+    state: &crate::state::AppState,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<(Fit, Arc<TenantSnapshot>), FitRefusal> {
+    let keys = state.forge_keys.as_ref().ok_or(FitError::Disabled)?;
+    let kid = fit::peek_kid(token)?;
+    let key = keys.find(&kid).await?;
+    let fit = fit::verify(token, &key, &state.fit_policy, now.timestamp())?;
+    let tenant = crate::registry::forge::resolve(state, &fit)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "Forge installation lookup failed");
+            FitRefusal::Unavailable
+        })?;
+    Ok((fit, tenant))
+}
+
+/// Verifies a request's FIT and decides its licence: [`authenticate_fit`], then a disabled
+/// installation is refused (403, as for Connect, unless `allow_disabled`), then
+/// [`licensing::decide_fit`]. The licence the token carried is recorded in the background.
+pub async fn verify_fit(
+    state: &crate::state::AppState,
+    token: &str,
+    allow_disabled: bool,
+    now: DateTime<Utc>,
+) -> Result<Verified, HttpResponse> {
+    let (fit, tenant) = match authenticate_fit(state, token, now).await {
+        Ok(found) => found,
+        Err(FitRefusal::Token(e)) => return Err(fit_refusal_response(state, &e)),
+        Err(FitRefusal::Unavailable) => {
+            return Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service cannot verify requests right now; try again",
+            ));
+        }
+    };
+    // Forge keeps an app running for a while after an uninstall started, so `uninstalled`
+    // is served; a status this version does not know is not.
+    match tenant.status() {
+        None => return Err(refusal_response(state, &Refusal::Uninstalled)),
+        Some(Status::Disabled) if !allow_disabled => {
+            return Err(refusal_response(state, &Refusal::Disabled));
+        }
+        Some(_) => {}
+    }
+    let decision = licensing::decide_fit(
+        state.config.license_enforcement,
+        tenant.grants(),
+        fit.license.as_ref().and_then(|l| l.active),
+        tenant.known_license().as_ref(),
+        now,
+    );
+    state.seen.saw_fit(&tenant, fit.license.as_ref(), now);
+    Ok(Verified {
+        tenant,
+        claims: NO_CLAIMS.clone(),
+        token_kind: TokenKind::Context,
+        lic: None,
+        decision,
+        fit: Some(Arc::new(fit)),
+    })
+}
+
+/// A refused FIT: 401 JSON naming the reason in words (never the token or a claim value),
+/// counted in `fit_verification_failures_total{reason}`.
+pub fn fit_refusal_response(state: &crate::state::AppState, e: &FitError) -> HttpResponse {
+    state
+        .metrics
+        .fit_verification_failures
+        .with_label_values(&[e.reason()])
+        .inc();
+    tracing::info!(reason = e.reason(), "Forge request refused");
+    HttpResponse::Unauthorized()
+        .insert_header((
+            header::WWW_AUTHENTICATE,
+            format!("Bearer realm=\"{}\"", realm(&state.app_key)),
+        ))
+        .json(ErrorBody {
+            error: "invalid_token",
+            message: &e.to_string(),
+        })
 }
 
 /// The `lic` of a query the token covers: `Some(true)` only when every `lic` value says
@@ -277,11 +412,22 @@ fn bound_lic(query: &str) -> Option<bool> {
 // The middleware
 // ---------------------------------------------------------------------------------------
 
-/// What a route demands; see [`verified`], [`licensed_api`], [`licensed_page`].
+/// What a route demands; see [`verified`], [`licensed_api`], [`licensed_page`], [`forge`].
 #[derive(Clone, Copy, Debug)]
 pub struct Guard {
     policy: QshPolicy,
     license: Option<Unlicensed>,
+    tokens: Tokens,
+}
+
+/// Which tokens a guard takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tokens {
+    ConnectOnly,
+    ConnectOrFit,
+    /// Forge's own calls (lifecycle events, triggers): a FIT only, a disabled installation
+    /// too, no licence.
+    FitOnly,
 }
 
 /// How an unlicensed request is answered.
@@ -293,19 +439,35 @@ enum Unlicensed {
 
 /// A verified request from an installed, enabled tenant; no license needed (e.g. redeeming
 /// an access token). `policy` says whether context tokens are accepted.
+///
+/// A FIT (`Authorization: Bearer`) is accepted too: like a context token it binds nothing
+/// about the request.
 pub fn verified(policy: QshPolicy) -> Guard {
     Guard {
         policy,
         license: None,
+        tokens: Tokens::ConnectOrFit,
     }
 }
 
-/// API routes called from the app's iframe: a query-bound or a context token, and a
-/// license; unlicensed is a JSON 403 `{"error":"unlicensed",…}`.
+/// Routes that Forge itself calls (lifecycle events, scheduled triggers): a verified FIT only,
+/// no licence asked, a disabled installation let through. The handler takes [`Verified`],
+/// whose [`Verified::fit`] is always set.
+pub fn forge() -> Guard {
+    Guard {
+        policy: QshPolicy::RequestOrContext,
+        license: None,
+        tokens: Tokens::FitOnly,
+    }
+}
+
+/// API routes called from the app's iframe: a query-bound or a context token, or a FIT
+/// (Forge Remote), and a license; unlicensed is a JSON 403 `{"error":"unlicensed",…}`.
 pub fn licensed_api() -> Guard {
     Guard {
         policy: QshPolicy::RequestOrContext,
         license: Some(Unlicensed::Json),
+        tokens: Tokens::ConnectOrFit,
     }
 }
 
@@ -315,6 +477,7 @@ pub fn licensed_page() -> Guard {
     Guard {
         policy: QshPolicy::RequestOnly,
         license: Some(Unlicensed::Page),
+        tokens: Tokens::ConnectOnly,
     }
 }
 
@@ -407,6 +570,20 @@ async fn check(
         enforcement: state.config.license_enforcement,
     };
     let now = Utc::now();
+    if guard.tokens != Tokens::ConnectOnly {
+        match fit::bearer_token(parts.authorization) {
+            Some(Ok(token)) => {
+                let verified =
+                    verify_fit(state, token, guard.tokens == Tokens::FitOnly, now).await?;
+                return enforce(state, guard, verified);
+            }
+            Some(Err(e)) => return Err(fit_refusal_response(state, &e)),
+            None if guard.tokens == Tokens::FitOnly => {
+                return Err(fit_refusal_response(state, &FitError::Missing));
+            }
+            None => {}
+        }
+    }
     let refuse = |r: Refusal| refusal_response(state, &r);
     let presented = present_cached(&parts, &state.verified_tokens).map_err(refuse)?;
     let tenant = state.tenants.get(presented.iss()).await.map_err(|e| {
@@ -420,6 +597,18 @@ async fn check(
     let verified = authorize(&presented, tenant, &parts, &rules, now).map_err(refuse)?;
     remember(&presented, &verified, &state.verified_tokens);
     state.seen.saw(&verified.tenant, verified.lic, now);
+    enforce(state, guard, verified)
+}
+
+/// The licence part of the guard, the same for both kinds of token: counted, and enforced
+/// where the route asks for it.
+// The error is the response to send, built once and sent at once, as `check` returns it.
+#[allow(clippy::result_large_err)]
+fn enforce(
+    state: &SharedState,
+    guard: Guard,
+    verified: Verified,
+) -> Result<(Verified, Option<Source>), HttpResponse> {
     if guard.license.is_none() {
         return Ok((verified, None));
     }
@@ -440,7 +629,7 @@ async fn check(
     }
 }
 
-fn refusal_response(state: &SharedState, r: &Refusal) -> HttpResponse {
+fn refusal_response(state: &crate::state::AppState, r: &Refusal) -> HttpResponse {
     state
         .metrics
         .verification_failures
@@ -970,6 +1159,7 @@ mod tests {
                 licensed: true,
                 source: Some(Source::Grant),
             },
+            fit: None,
         };
         // licensed: the guard stores a `Licensed`; `Verified` is found inside it
         let req = actix_web::test::TestRequest::default().to_http_request();

@@ -32,8 +32,12 @@ impl GrantFacts {
 pub enum DataSource {
     /// The `lic` parameter of a verified, query-bound request.
     Lic,
+    /// The `app.license` of a verified Forge Invocation Token.
+    Fit,
     /// The product's license endpoint.
     Host,
+    /// The Forge License API (`GET /forge/app/v1/license`).
+    ForgeLicenseApi,
     /// The Marketplace reporting API.
     Marketplace,
 }
@@ -68,11 +72,22 @@ pub struct Observations {
     pub mp_last_updated: Option<DateTime<Utc>>,
     pub mp_synced_at: Option<DateTime<Utc>>,
     pub mp_trial_end: Option<DateTime<Utc>>,
+    /// The last Forge Invocation Token's `app.license`: active, evaluation, trial end, and
+    /// when it was seen.
+    pub fit_active: Option<bool>,
+    pub fit_evaluation: Option<bool>,
+    pub fit_trial_end: Option<DateTime<Utc>>,
+    pub fit_seen_at: Option<DateTime<Utc>>,
+    /// The Forge License API's last answer and when it was read.
+    pub forge_api_active: Option<bool>,
+    pub forge_api_evaluation: Option<bool>,
+    pub forge_api_trial_end: Option<DateTime<Utc>>,
+    pub forge_api_checked_at: Option<DateTime<Utc>>,
 }
 
 impl Observations {
-    /// The three observations, each when present: `[lic, host, marketplace]`.
-    pub fn data(&self) -> [Option<LicenseData>; 3] {
+    /// The observations, each when present: `[lic, host, marketplace, fit, forge_api]`.
+    pub fn data(&self) -> [Option<LicenseData>; 5] {
         let lic = match (&self.lic, self.lic_seen_at) {
             (Some(lic), Some(at)) => Some(LicenseData {
                 source: DataSource::Lic,
@@ -105,7 +120,37 @@ impl Observations {
             }),
             _ => None,
         };
-        [lic, host, mp]
+        let fit = match (self.fit_active, self.fit_seen_at) {
+            (Some(active), Some(at)) => Some(LicenseData {
+                source: DataSource::Fit,
+                at,
+                active,
+                evaluation: self.fit_evaluation.unwrap_or(false),
+            }),
+            _ => None,
+        };
+        let forge_api = match (self.forge_api_active, self.forge_api_checked_at) {
+            (Some(active), Some(at)) => Some(LicenseData {
+                source: DataSource::ForgeLicenseApi,
+                at,
+                active,
+                evaluation: self.forge_api_evaluation.unwrap_or(false),
+            }),
+            _ => None,
+        };
+        [lic, host, mp, fit, forge_api]
+    }
+
+    /// The trial end Forge reported (the FIT's `trialEndDate`, else the License API's), only
+    /// while it says the licence is an evaluation: Connect never told this.
+    pub fn forge_trial_end(&self) -> Option<DateTime<Utc>> {
+        let fit = self
+            .fit_trial_end
+            .filter(|_| self.fit_evaluation == Some(true));
+        let api = self
+            .forge_api_trial_end
+            .filter(|_| self.forge_api_evaluation == Some(true));
+        fit.or(api)
     }
 }
 
@@ -116,7 +161,7 @@ pub fn is_evaluation_type(license_type: &str) -> bool {
 }
 
 /// The newest of some observations: the latest `at`, and on a tie the later [`DataSource`]
-/// (Marketplace over the product over `lic`). The one ordering of observations, used here and
+/// (Marketplace over the Forge License API over the product over a FIT over `lic`). The one ordering of observations, used here and
 /// by the tenant cache ([`crate::tenants`]), which keeps the `lic` part up to date itself.
 pub fn newest(items: impl IntoIterator<Item = Option<LicenseData>>) -> Option<LicenseData> {
     items
@@ -136,6 +181,8 @@ pub fn known_license(observations: &Observations) -> Option<LicenseData> {
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Lic,
+    /// The `app.license` of a Forge Invocation Token.
+    Fit,
     Grant,
     AccessToken,
     KnownLicense,
@@ -146,6 +193,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Lic => "lic",
+            Source::Fit => "fit",
             Source::Grant => "grant",
             Source::AccessToken => "access_token",
             Source::KnownLicense => "known_license",
@@ -173,6 +221,35 @@ pub fn decide(
     known: Option<&LicenseData>,
     now: DateTime<Utc>,
 ) -> Decision {
+    let said = bound_lic.map(|lic| (lic == "active", Source::Lic));
+    decide_with(enforcement, grants, said, known, now)
+}
+
+/// The decision for a request carrying a Forge Invocation Token, first match wins:
+/// enforcement off; an active grant or redeemed access token; the token's `app.license`
+/// active (`active`, else `isActive`) — licensed, or unlicensed when it says `false`
+/// (`fit_active` is `None` when the token has no licence, or one that names neither field);
+/// with nothing said, the installation's last known license.
+pub fn decide_fit(
+    enforcement: bool,
+    grants: &[GrantFacts],
+    fit_active: Option<bool>,
+    known: Option<&LicenseData>,
+    now: DateTime<Utc>,
+) -> Decision {
+    let said = fit_active.map(|active| (active, Source::Fit));
+    decide_with(enforcement, grants, said, known, now)
+}
+
+/// The shared order: `said` is what the request itself carries, trusted (a `lic` bound by a
+/// query-bound token, a FIT's licence).
+fn decide_with(
+    enforcement: bool,
+    grants: &[GrantFacts],
+    said: Option<(bool, Source)>,
+    known: Option<&LicenseData>,
+    now: DateTime<Utc>,
+) -> Decision {
     let yes = |source| Decision {
         licensed: true,
         source: Some(source),
@@ -187,10 +264,10 @@ pub fn decide(
     if active(GrantKind::AccessToken) {
         return yes(Source::AccessToken);
     }
-    if let Some(lic) = bound_lic {
+    if let Some((licensed, source)) = said {
         return Decision {
-            licensed: lic == "active",
-            source: Some(Source::Lic),
+            licensed,
+            source: Some(source),
         };
     }
     match known {
@@ -213,6 +290,8 @@ pub enum ViewSource {
     Host,
     Marketplace,
     Grant,
+    Fit,
+    ForgeLicenseApi,
 }
 
 impl ViewSource {
@@ -222,6 +301,8 @@ impl ViewSource {
             ViewSource::Host => "host",
             ViewSource::Marketplace => "marketplace",
             ViewSource::Grant => "grant",
+            ViewSource::Fit => "fit",
+            ViewSource::ForgeLicenseApi => "forge_license_api",
         }
     }
 }
@@ -232,6 +313,8 @@ impl From<DataSource> for ViewSource {
             DataSource::Lic => ViewSource::Lic,
             DataSource::Host => ViewSource::Host,
             DataSource::Marketplace => ViewSource::Marketplace,
+            DataSource::Fit => ViewSource::Fit,
+            DataSource::ForgeLicenseApi => ViewSource::ForgeLicenseApi,
         }
     }
 }
@@ -254,6 +337,7 @@ pub fn view(observations: &Observations, grants: &[GrantFacts], now: DateTime<Ut
         .filter(|g| g.kind == GrantKind::TrialExtension && g.revoked_at.is_none())
         .filter_map(|g| g.ends_at)
         .chain(observations.mp_trial_end)
+        .chain(observations.forge_trial_end())
         .max();
     let at = |state, source| LicenseView {
         state,
@@ -267,8 +351,10 @@ pub fn view(observations: &Observations, grants: &[GrantFacts], now: DateTime<Ut
     if active(GrantKind::TrialExtension) {
         return at(LicenseState::Trial, Some(ViewSource::Grant));
     }
-    let [lic, host, mp] = observations.data();
-    let data = newest([host, mp]);
+    let [lic, host, mp, fit, forge_api] = observations.data();
+    // A FIT's licence is structured data like the product's or the Marketplace's (it says
+    // whether it is an evaluation), not a bare yes/no like `lic`.
+    let data = newest([host, mp, fit, forge_api]);
     if let Some(d) = data.filter(|d| d.active && d.evaluation) {
         return at(LicenseState::Trial, Some(d.source.into()));
     }
@@ -467,6 +553,88 @@ mod tests {
         assert_eq!(
             view(&r, &[short, revoked], now).effective_trial_end,
             Some(t(30))
+        );
+    }
+
+    /// The FIT decision in the contract's order: enforcement off, grants, the token's
+    /// licence either way, and only without one the last known license.
+    #[test]
+    fn decide_fit_truth_table() {
+        let now = t(10);
+        let free = grant(GrantKind::Free, 0, None, None);
+        let token = grant(GrantKind::AccessToken, 0, None, None);
+        let yes = |s| Decision {
+            licensed: true,
+            source: Some(s),
+        };
+        let no = |s| Decision {
+            licensed: false,
+            source: s,
+        };
+        type Case = (
+            bool,
+            Vec<GrantFacts>,
+            Option<bool>,
+            Option<LicenseData>,
+            Decision,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            (false, vec![], Some(false), Some(known(false)), yes(Source::EnforcementOff)),
+            (true, vec![free.clone()], Some(false), None, yes(Source::Grant)),
+            (true, vec![token], Some(false), None, yes(Source::AccessToken)),
+            (true, vec![], Some(true), Some(known(false)), yes(Source::Fit)),
+            (true, vec![], Some(false), Some(known(true)), no(Some(Source::Fit))),
+            (true, vec![], None, Some(known(true)), yes(Source::KnownLicense)),
+            (true, vec![], None, Some(known(false)), no(Some(Source::KnownLicense))),
+            (true, vec![], None, None, no(None)),
+        ];
+        for (i, (enf, grants, fit, known, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                decide_fit(enf, &grants, fit, known.as_ref(), now),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fit_licence_feeds_the_view_and_the_trial_end() {
+        let now = t(10);
+        let mut r = Observations {
+            fit_active: Some(true),
+            fit_evaluation: Some(true),
+            fit_trial_end: Some(t(40)),
+            fit_seen_at: Some(t(5)),
+            ..Observations::default()
+        };
+        let v = view(&r, &[], now);
+        assert_eq!(
+            (v.state, v.source, v.effective_trial_end),
+            (LicenseState::Trial, Some(ViewSource::Fit), Some(t(40)))
+        );
+        // A trial extension is measured against that end.
+        let ext = grant(GrantKind::TrialExtension, 0, Some(60), None);
+        assert_eq!(
+            view(&r, std::slice::from_ref(&ext), now).effective_trial_end,
+            Some(t(60))
+        );
+        // Not an evaluation: active, and its trial end no longer counts.
+        r.fit_evaluation = Some(false);
+        let v = view(&r, &[], now);
+        assert_eq!(
+            (v.state, v.source, v.effective_trial_end),
+            (LicenseState::Active, Some(ViewSource::Fit), None)
+        );
+        // The FIT's licence is known license data for requests without one.
+        assert_eq!(known_license(&r).map(|d| d.source), Some(DataSource::Fit));
+        // A newer License API answer wins over an older FIT.
+        r.forge_api_active = Some(false);
+        r.forge_api_checked_at = Some(t(6));
+        let v = view(&r, &[], now);
+        assert_eq!(
+            (v.state, v.source),
+            (LicenseState::Unlicensed, Some(ViewSource::ForgeLicenseApi))
         );
     }
 }

@@ -7,8 +7,9 @@ use prometheus::{
 use crate::licensing::Source;
 
 /// Every `source` label of `license_decisions_total`, in [`Metrics::license_decision`]'s order.
-const DECISION_LABELS: [&str; 6] = [
+const DECISION_LABELS: [&str; 7] = [
     "lic",
+    "fit",
     "grant",
     "access_token",
     "known_license",
@@ -23,6 +24,8 @@ pub struct Metrics {
     pub http_latency: HistogramVec,
     pub lifecycle_events: IntCounterVec,
     pub verification_failures: IntCounterVec,
+    /// Refused Forge Invocation Tokens by reason ([`crate::forge::fit::FitError::reason`]).
+    pub fit_verification_failures: IntCounterVec,
     pub license_decisions: IntCounterVec,
     pub host_license_checks: IntCounterVec,
     pub marketplace_syncs: IntCounterVec,
@@ -62,6 +65,16 @@ impl Metrics {
             "Rejected product requests and callbacks by reason",
             &["reason"],
         );
+        let fit_verification_failures = counter(
+            "fit_verification_failures_total",
+            "Rejected Forge Invocation Tokens by reason",
+            &["reason"],
+        );
+        // Every reason shows from the start (at 0), so a dashboard can tell "none" from
+        // "not exported".
+        for reason in crate::forge::fit::FitError::ALL_REASONS {
+            fit_verification_failures.with_label_values(&[reason]);
+        }
         let license_decisions = counter(
             "license_decisions_total",
             "License decisions by source (unlicensed when refused)",
@@ -99,6 +112,7 @@ impl Metrics {
             http_latency,
             lifecycle_events,
             verification_failures,
+            fit_verification_failures,
             license_decisions,
             host_license_checks,
             marketplace_syncs,
@@ -109,11 +123,12 @@ impl Metrics {
     pub fn license_decision(&self, licensed_by: Option<Source>) {
         let index = match licensed_by {
             Some(Source::Lic) => 0,
-            Some(Source::Grant) => 1,
-            Some(Source::AccessToken) => 2,
-            Some(Source::KnownLicense) => 3,
-            Some(Source::EnforcementOff) => 4,
-            None => 5,
+            Some(Source::Fit) => 1,
+            Some(Source::Grant) => 2,
+            Some(Source::AccessToken) => 3,
+            Some(Source::KnownLicense) => 4,
+            Some(Source::EnforcementOff) => 5,
+            None => 6,
         };
         debug_assert_eq!(
             Some(DECISION_LABELS[index]),

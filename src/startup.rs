@@ -21,6 +21,10 @@ use crate::telemetry::KeeperRootSpan;
 /// [`AppState`] calls this once, as [`Application::build`] does.
 pub fn spawn_background(state: &SharedState) {
     crate::tenants::spawn_background(state);
+    // The Forge key set is fetched now, and then hourly, off the request path.
+    if let Some(keys) = &state.forge_keys {
+        keys.spawn_refresher(crate::forge::keys::PERIODIC_REFRESH);
+    }
     crate::host_license::start(state.clone().into_inner());
     crate::marketplace::spawn_periodic(
         state.db.clone(),

@@ -35,6 +35,10 @@ pub struct AppState {
     pub seen: crate::tenants::SeenWriter,
     /// Context tokens whose signature was already checked, with the snapshot that checked it.
     pub verified_tokens: crate::verified_tokens::VerifiedTokens,
+    /// The Forge key set, cached; `None` when `FORGE_APP_ID` is unset (the Forge path is off).
+    pub forge_keys: Option<crate::forge::keys::ForgeKeys>,
+    /// What a FIT must satisfy (`FORGE_APP_ID`, `FORGE_ENVIRONMENTS`, `JWT_LEEWAY_SECS`).
+    pub fit_policy: crate::forge::fit::FitPolicy,
 }
 
 pub type SharedState = web::Data<AppState>;
@@ -55,7 +59,16 @@ impl AppState {
         let base_path = config.app_base_url.path().trim_end_matches('/').to_owned();
         let tenants = crate::tenants::TenantCache::new(db.clone(), config.secrets.clone());
         warn_about_secrets(&config, &db).await;
+        let forge_keys = config.forge_enabled().then(|| {
+            crate::forge::keys::ForgeKeys::with_cooldown(
+                config.forge_jwks_url.clone(),
+                http.clone(),
+                config.forge_jwks_cooldown,
+            )
+        });
         Ok(AppState {
+            forge_keys,
+            fit_policy: config.fit_policy(),
             app_key,
             db,
             descriptor,

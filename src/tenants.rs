@@ -20,9 +20,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::domain::Status;
+use crate::domain::{Flavour, Status};
+use crate::forge::fit::FitLicense;
+use crate::forge::ids::InstallationId;
 use crate::licensing::{self, DataSource, GrantFacts, LicenseData, Observations};
 use crate::state::AppState;
+use crate::store::forge::FitLicenseRecord;
 use crate::store::installations::InstallationRow;
 use crate::store::{self, Db, grants, installations};
 
@@ -59,6 +62,11 @@ pub struct TenantRecord {
     pub shared_secret: Option<String>,
     /// `None` when the stored status is none this version knows; the guard refuses it.
     pub status: Option<Status>,
+    pub flavour: Flavour,
+    /// The Forge installation id (lower-case bare uuid), when Forge knows the installation.
+    pub forge_installation_id: Option<String>,
+    /// The licence the last FIT carried, as stored (what a new FIT is compared with).
+    pub fit_license: Option<FitLicenseRecord>,
 }
 
 impl std::fmt::Debug for TenantRecord {
@@ -67,6 +75,8 @@ impl std::fmt::Debug for TenantRecord {
             .field("client_key", &self.client_key)
             .field("base_url", &self.base_url)
             .field("status", &self.status)
+            .field("flavour", &self.flavour)
+            .field("forge_installation_id", &self.forge_installation_id)
             .field("shared_secret", &self.shared_secret.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
@@ -88,6 +98,11 @@ pub struct TenantSnapshot {
     /// The last `lic`: as loaded, then as this process saw it since
     /// ([`TenantSnapshot::known_license`]).
     lic: LicCell,
+    /// The licence of the last FIT: its `active` as for `lic` above, and a fingerprint of the
+    /// whole licence so that only a change is written at once.
+    fit: LicCell,
+    fit_fingerprint: AtomicU64,
+    forge_installation_id: Option<InstallationId>,
     /// Unix second of the last [`Seen`] queued, so a busy tenant queues one per second.
     seen_queued_at: AtomicI64,
     /// The HMAC key of the shared secret, keyed once rather than per request.
@@ -109,7 +124,7 @@ impl TenantSnapshot {
         observations: &Observations,
         grants: Vec<GrantFacts>,
     ) -> TenantSnapshot {
-        let [lic, host, marketplace] = observations.data();
+        let [lic, host, marketplace, fit, forge_api] = observations.data();
         let hs256_key = record
             .shared_secret
             .as_deref()
@@ -119,8 +134,19 @@ impl TenantSnapshot {
             id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
             hs256_key,
             client_key: Arc::from(record.client_key.as_str()),
-            reported: licensing::newest([host, marketplace]),
-            lic: LicCell::new(lic),
+            reported: licensing::newest([host, marketplace, forge_api]),
+            lic: LicCell::new(DataSource::Lic, lic),
+            fit: LicCell::new(DataSource::Fit, fit),
+            fit_fingerprint: AtomicU64::new(
+                record
+                    .fit_license
+                    .as_ref()
+                    .map_or(0, fit_record_fingerprint),
+            ),
+            forge_installation_id: record
+                .forge_installation_id
+                .as_deref()
+                .and_then(InstallationId::parse),
             seen_queued_at: AtomicI64::new(0),
             grants,
             record,
@@ -130,7 +156,18 @@ impl TenantSnapshot {
     /// The snapshot of a loaded row: its identity, status and license observations.
     fn from_row(row: InstallationRow, grants: Vec<GrantFacts>) -> TenantSnapshot {
         let observations = row.observations();
+        let fit_license = row.fit_license_seen_at.map(|_| FitLicenseRecord {
+            active: row.fit_license_active,
+            evaluation: row.fit_license_evaluation.unwrap_or(false),
+            trial_end: row.fit_trial_end,
+            license_type: row.fit_license_type.clone(),
+            entitlement_id: row.fit_entitlement_id.clone(),
+            entitlement_number: row.fit_entitlement_number.clone(),
+        });
         let record = TenantRecord {
+            flavour: row.flavour(),
+            forge_installation_id: row.forge_installation_id.clone(),
+            fit_license,
             status: Status::parse(&row.status),
             client_key: row.client_key,
             base_url: row.base_url,
@@ -146,8 +183,24 @@ impl TenantSnapshot {
         self.id
     }
 
+    /// The row's key: the Connect clientKey, or an internal key for an installation only
+    /// Forge knows (see [`TenantSnapshot::connect_client_key`]).
     pub fn client_key(&self) -> &Arc<str> {
         &self.client_key
+    }
+
+    /// The Connect clientKey; `None` for an installation only Forge knows.
+    pub fn connect_client_key(&self) -> Option<&str> {
+        (self.record.flavour != Flavour::Forge).then_some(&*self.client_key)
+    }
+
+    pub fn flavour(&self) -> Flavour {
+        self.record.flavour
+    }
+
+    /// The Forge installation id, when Forge knows this installation.
+    pub fn forge_installation_id(&self) -> Option<InstallationId> {
+        self.forge_installation_id
     }
 
     /// The lifecycle status; `None` when the stored one is unknown to this version.
@@ -192,7 +245,18 @@ impl TenantSnapshot {
     /// since the load, or before it as stored), the product's license endpoint and the
     /// Marketplace — [`licensing::known_license`] with this process's own `lic`.
     pub fn known_license(&self) -> Option<LicenseData> {
-        licensing::newest([self.lic.load(), self.reported])
+        licensing::newest([self.lic.load(), self.fit.load(), self.reported])
+    }
+
+    /// Notes the licence of a verified FIT; true when it differs from the last one known
+    /// (then it is written at once, and the license view recomputed).
+    pub fn observe_fit(&self, license: &FitLicense, at: DateTime<Utc>) -> bool {
+        if let Some(active) = license.active {
+            self.fit.store(active, at);
+        }
+        let fingerprint = fit_fingerprint(license);
+        self.fit_fingerprint.load(Ordering::Relaxed) != fingerprint
+            && self.fit_fingerprint.swap(fingerprint, Ordering::Relaxed) != fingerprint
     }
 
     /// Notes a `lic` bound by a verified token; true when it differs from the last one known.
@@ -213,14 +277,61 @@ impl TenantSnapshot {
 /// The last `lic` known for a tenant, updated lock-free by requests. The two atomics may be
 /// read mid-update by another request; the worst outcome is a timestamp a request too old.
 struct LicCell {
+    source: DataSource,
     /// 0 unknown, 1 active, 2 anything else.
     state: AtomicU8,
     at_micros: AtomicI64,
 }
 
+/// A hash of what a FIT's licence says, never 0 (0 is "nothing recorded").
+fn fingerprint_of(
+    active: Option<bool>,
+    evaluation: bool,
+    trial_end: Option<DateTime<Utc>>,
+    license_type: Option<&str>,
+    entitlement_id: Option<&str>,
+    entitlement_number: Option<&str>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        active,
+        evaluation,
+        trial_end.map(|t| t.timestamp_micros()),
+        license_type,
+        entitlement_id,
+        entitlement_number,
+    )
+        .hash(&mut h);
+    h.finish().max(1)
+}
+
+fn fit_fingerprint(l: &FitLicense) -> u64 {
+    fingerprint_of(
+        l.active,
+        l.evaluation,
+        l.trial_end,
+        l.license_type.as_deref(),
+        l.entitlement_id.as_deref(),
+        l.entitlement_number.as_deref(),
+    )
+}
+
+fn fit_record_fingerprint(l: &FitLicenseRecord) -> u64 {
+    fingerprint_of(
+        l.active,
+        l.evaluation,
+        l.trial_end,
+        l.license_type.as_deref(),
+        l.entitlement_id.as_deref(),
+        l.entitlement_number.as_deref(),
+    )
+}
+
 impl LicCell {
-    fn new(from_row: Option<LicenseData>) -> LicCell {
+    fn new(source: DataSource, from_row: Option<LicenseData>) -> LicCell {
         let cell = LicCell {
+            source,
             state: AtomicU8::new(0),
             at_micros: AtomicI64::new(0),
         };
@@ -244,7 +355,7 @@ impl LicCell {
             _ => return None,
         };
         Some(LicenseData {
-            source: DataSource::Lic,
+            source: self.source,
             at: DateTime::from_timestamp_micros(self.at_micros.load(Ordering::Relaxed))?,
             active,
             evaluation: false,
@@ -275,6 +386,10 @@ struct CacheInner {
     /// Bumped by every invalidation. A load that started before a bump may have read data
     /// older than the change, so it is used once but not cached.
     generation: AtomicU64,
+    /// Forge installation id → the key of its row, so a FIT finds its tenant in memory. Only
+    /// a hint: [`TenantCache::get_by_installation`] checks that the snapshot it leads to still
+    /// carries that installation id (rows are re-keyed or re-linked rarely, never silently).
+    by_installation: std::sync::RwLock<HashMap<InstallationId, Arc<str>>>,
 }
 
 impl TenantCache {
@@ -291,6 +406,7 @@ impl TenantCache {
                     .build(),
                 hot: std::sync::RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
+                by_installation: std::sync::RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -326,6 +442,51 @@ impl TenantCache {
             }
         }
         Ok(loaded)
+    }
+
+    /// The installation with this Forge installation id, from memory when possible (two hash
+    /// look-ups, no database round trip). `Ok(None)` when no row holds it.
+    pub async fn get_by_installation(
+        &self,
+        id: InstallationId,
+    ) -> sqlx::Result<Option<Arc<TenantSnapshot>>> {
+        let hint = self
+            .inner
+            .by_installation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(key) = hint
+            && let Some(tenant) = self.get(&key).await?
+            && tenant.forge_installation_id() == Some(id)
+        {
+            return Ok(Some(tenant));
+        }
+        let Some(key) =
+            crate::store::forge::client_key_by_installation(&self.inner.db, &id.as_key()).await?
+        else {
+            return Ok(None);
+        };
+        let key: Arc<str> = Arc::from(key.as_str());
+        let tenant = self.get(&key).await?;
+        if tenant
+            .as_ref()
+            .is_some_and(|t| t.forge_installation_id() == Some(id))
+        {
+            self.inner
+                .by_installation
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, key);
+            return Ok(tenant);
+        }
+        // The row changed between the two reads (re-keyed or re-linked): read it once more,
+        // uncached.
+        self.invalidate(&key).await;
+        self.get(&key)
+            .await
+            .map(|t| t.filter(|t| t.forge_installation_id() == Some(id)))
     }
 
     /// Drops one tenant; the next request for it reads the database again.
@@ -402,6 +563,9 @@ struct Seen {
     lic: Option<bool>,
     /// The `lic` differs from the last one known: the license view must be recomputed.
     lic_changed: bool,
+    /// The licence a verified FIT carried, and whether it differs from the last one known.
+    fit: Option<FitLicenseRecord>,
+    fit_changed: bool,
 }
 
 /// The request side of the "last seen" writer: queues without waiting, drops when full.
@@ -436,6 +600,31 @@ impl SeenWriter {
                 at: now,
                 lic,
                 lic_changed,
+                fit: None,
+                fit_changed: false,
+            });
+        }
+    }
+
+    /// Records a request of `tenant` verified by a FIT at `now`, with the licence the token
+    /// carried (`None` when it carried none: nothing is learnt then). Like [`SeenWriter::saw`],
+    /// it writes nothing on the request path: a changed licence is queued at once, otherwise
+    /// at most one "seen" per second.
+    pub fn saw_fit(
+        &self,
+        tenant: &TenantSnapshot,
+        license: Option<&FitLicense>,
+        now: DateTime<Utc>,
+    ) {
+        let fit_changed = license.is_some_and(|l| tenant.observe_fit(l, now));
+        if fit_changed || tenant.seen_due(now) {
+            let _ = self.tx.try_send(Seen {
+                client_key: tenant.client_key.clone(),
+                at: now,
+                lic: None,
+                lic_changed: false,
+                fit: license.map(FitLicenseRecord::from),
+                fit_changed,
             });
         }
     }
@@ -488,6 +677,8 @@ struct Pending {
     last_at: Option<DateTime<Utc>>,
     lic: Option<(bool, DateTime<Utc>)>,
     lic_changed: bool,
+    fit: Option<(FitLicenseRecord, DateTime<Utc>)>,
+    fit_changed: bool,
 }
 
 async fn write_seen(mut rx: mpsc::Receiver<Seen>, db: Db, cache: Weak<CacheInner>) {
@@ -504,6 +695,10 @@ async fn write_seen(mut rx: mpsc::Receiver<Seen>, db: Db, cache: Weak<CacheInner
                         p.lic = Some((active, seen.at));
                     }
                     p.lic_changed |= seen.lic_changed;
+                    if let Some(fit) = seen.fit {
+                        p.fit = Some((fit, seen.at));
+                    }
+                    p.fit_changed |= seen.fit_changed;
                 }
                 None => {
                     flush(&db, &cache, std::mem::take(&mut pending)).await;
@@ -526,7 +721,7 @@ async fn flush(db: &Db, cache: &Weak<CacheInner>, pending: HashMap<Arc<str>, Pen
             tracing::warn!(client_key = %key, error = %e, "recording last seen failed");
             continue;
         }
-        if p.lic_changed {
+        if p.lic_changed || p.fit_changed {
             if let Err(e) = crate::registry::license_view::refresh(db, &key).await {
                 tracing::warn!(client_key = %key, error = %e, "license view refresh failed");
             }
@@ -539,6 +734,9 @@ async fn flush(db: &Db, cache: &Weak<CacheInner>, pending: HashMap<Arc<str>, Pen
 }
 
 async fn flush_one(db: &Db, key: &str, p: &Pending) -> sqlx::Result<()> {
+    if let Some((fit, at)) = &p.fit {
+        crate::store::forge::record_fit_license(db, key, *at, fit, p.fit_changed).await?;
+    }
     let lic_at = match p.lic {
         Some((active, at)) => {
             let lic = if active { "active" } else { "none" };

@@ -431,7 +431,7 @@ fn installation_row(ctx: &Ctx, i: &views::Installation) -> Markup {
     html! {
         tr {
             td data-label="Site" {
-                a.detail href={ (ctx.root) "/installations/" (seg(&i.client_key)) } { (i.base_url) }
+                a.detail href={ (ctx.root) "/installations/" (seg(&i.key)) } { (i.base_url) }
                 div.sub { (open_site(&i.base_url)) }
             }
             td data-label="Product" { (i.product_type) }
@@ -537,7 +537,7 @@ pub fn installation(
     let i = &d.installation;
     let l = &i.license;
     let r = &ctx.root;
-    let key = seg(&i.client_key);
+    let key = seg(&i.key);
     let blank = ActionForm::default();
     let form_for = |a: Action| match &error {
         Some(e) if e.action == a => e.form,
@@ -588,7 +588,8 @@ pub fn installation(
                 }
                 h2 { "Installation" }
                 dl.facts {
-                    (dl_row("Client key", html! { code { (i.client_key) } }))
+                    (dl_row("Client key", html! { code { (i.client_key.as_deref().unwrap_or("none (Forge only)")) } }))
+                    (dl_row("Flavour", html! { (i.flavour) }))
                     (dl_row("Product", html! { (i.product_type) }))
                     (dl_row("Display URL", text(i.display_url.as_deref())))
                     (dl_row("Description", text(i.description.as_deref())))
@@ -630,7 +631,7 @@ pub fn installation(
                 form method="post" action={ (r) "/access-tokens" } {
                     h3 { "Access token for this site" }
                     (csrf_field(ctx))
-                    input type="hidden" name="client_key" value=(i.client_key);
+                    input type="hidden" name="client_key" value=(i.key);
                     input type="hidden" name="back" value="installation";
                     (error_box(err_for(Action::AccessToken)))
                     label for="token-note" { "Reason" }

@@ -16,7 +16,7 @@ use crate::store::listing::{Filter, Sort};
 /// (`license.state` → `license_state`, `customer.company` → `customer_company`,
 /// `customer.technical_contact.email` → `technical_contact_email`). Grants are a list and
 /// are left out; `license_state` shows their effect.
-pub const CSV_HEADER: [&str; 41] = [
+pub const CSV_HEADER: [&str; 44] = [
     "client_key",
     "app_key",
     "base_url",
@@ -58,6 +58,9 @@ pub const CSV_HEADER: [&str; 41] = [
     "billing_contact_email",
     "billing_contact_phone",
     "active_grants",
+    "flavour",
+    "forge_environment_type",
+    "forge_environment_id",
 ];
 
 fn ts(t: Option<DateTime<Utc>>) -> String {
@@ -82,8 +85,9 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
             g.revoked_at.is_none() && g.starts_at <= now && g.ends_at.is_none_or(|e| e > now)
         })
         .count();
+    let env = i.forge_environment.as_ref();
     vec![
-        i.client_key.clone(),
+        opt(&i.client_key),
         i.app_key.clone(),
         i.base_url.clone(),
         opt(&i.display_url),
@@ -124,6 +128,9 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
         bc.map(|c| opt(&c.email)).unwrap_or_default(),
         bc.map(|c| opt(&c.phone)).unwrap_or_default(),
         active_grants.to_string(),
+        i.flavour.clone(),
+        env.map(|e| e.kind.clone()).unwrap_or_default(),
+        env.and_then(|e| e.id.clone()).unwrap_or_default(),
     ]
 }
 

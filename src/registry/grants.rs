@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::licensing;
 use crate::registry::error::{Entity, Error, Refusal};
+use crate::registry::installations::resolve_key;
 use crate::registry::license_view;
 use crate::registry::tokens::{self, TokenKind};
 use crate::registry::views::AccessToken;
@@ -71,6 +72,9 @@ pub async fn extend_trial(
         return Err(invalid("days", TRIAL_DAYS_RULE));
     }
     let reason = text("reason", reason)?;
+    let given = client_key;
+    let resolved = resolve_key(to.db(), given).await?;
+    let client_key = resolved.as_str();
     let grant = grants::insert_trial_extension(
         to.db(),
         client_key,
@@ -87,7 +91,7 @@ pub async fn extend_trial(
     )
     .await?;
     let grants::Inserted::Made(grant) = grant else {
-        return Err(Error::not_found(Entity::Installation, client_key));
+        return Err(Error::not_found(Entity::Installation, given));
     };
     let grant = *grant;
     changed(to, client_key).await;
@@ -131,7 +135,8 @@ pub async fn grant_free(
         return Err(invalid("ends_at", "must be in the future"));
     }
     let reason = text("reason", reason)?;
-    let grant = match grants::insert_free(to.db(), client_key, ends_at, reason, actor, now).await? {
+    let resolved = resolve_key(to.db(), client_key).await?;
+    let grant = match grants::insert_free(to.db(), &resolved, ends_at, reason, actor, now).await? {
         grants::Inserted::Made(grant) => *grant,
         grants::Inserted::NoInstallation => {
             return Err(Error::not_found(Entity::Installation, client_key));
@@ -143,6 +148,7 @@ pub async fn grant_free(
             )));
         }
     };
+    let client_key = resolved.as_str();
     changed(to, client_key).await;
     Ok(grant)
 }
@@ -183,8 +189,13 @@ pub async fn create_access_token(
     }
     let note = text("note", note)?;
     let db = to.db();
+    let resolved = match client_key {
+        Some(given) => Some(resolve_key(db, given).await?),
+        None => None,
+    };
+    let client_key = resolved.as_deref();
     if let Some(key) = client_key
-        && installations::get(db, key).await?.is_none()
+        && !installations::exists(db, key).await?
     {
         return Err(Error::not_found(Entity::Installation, key));
     }

@@ -83,11 +83,31 @@ pub fn all_matching(
     }
 }
 
-/// One installation with its history and audit trail; 404 when unknown.
+/// The registry key of the installation `given` names: a Connect clientKey (or an internal
+/// key) as it is, else a Forge installation id (ARI or bare uuid) — so every route and
+/// command that takes a clientKey also takes an installation id. A value that names nothing
+/// comes back unchanged, for the caller's own lookup to answer 404.
+pub async fn resolve_key(db: &Db, given: &str) -> Result<String, Error> {
+    if installations::exists(db, given).await? {
+        return Ok(given.to_owned());
+    }
+    if let Some(id) = crate::forge::ids::InstallationId::parse(given)
+        && let Some(key) = crate::store::forge::client_key_by_installation(db, &id.as_key()).await?
+    {
+        return Ok(key);
+    }
+    Ok(given.to_owned())
+}
+
+/// One installation with its history and audit trail; 404 when unknown. `client_key` may
+/// also be a Forge installation id ([`resolve_key`]).
 pub async fn detail(db: &Db, client_key: &str) -> Result<InstallationDetail, Error> {
+    let given = client_key;
+    let resolved = resolve_key(db, given).await?;
+    let client_key = resolved.as_str();
     let row = installations::get(db, client_key)
         .await?
-        .ok_or_else(|| Error::not_found(Entity::Installation, client_key))?;
+        .ok_or_else(|| Error::not_found(Entity::Installation, given))?;
     let grants = grants::for_client(db, client_key).await?;
     let events = events::for_client(db, client_key).await?;
     let audit = audit::for_client(db, client_key).await?;

@@ -139,7 +139,19 @@ async fn verify_and_apply(
                 &rec.client_key,
                 &rec.shared_secret,
             );
-            installations::record_install(&state.db, &rec, iat, &stored, now).await?
+            // A Forge-only row holding this installation id becomes this tenant: the cache
+            // must forget the key it had.
+            let holder = match &rec.forge_installation_id {
+                Some(id) => crate::store::forge::client_key_by_installation(&state.db, id)
+                    .await?
+                    .filter(|k| *k != rec.client_key),
+                None => None,
+            };
+            let applied = installations::record_install(&state.db, &rec, iat, &stored, now).await?;
+            if let Some(old) = holder {
+                state.tenants.invalidate(&old).await;
+            }
+            applied
         }
         other => {
             installations::record_transition(
@@ -306,6 +318,11 @@ impl Payload {
             server_version: self.str("serverVersion"),
             plugins_version: self.str("pluginsVersion"),
             oauth_client_id: self.str("oauthClientId"),
+            forge_installation_id: self
+                .str("installationId")
+                .as_deref()
+                .and_then(crate::forge::ids::InstallationId::parse)
+                .map(|id| id.as_key()),
             installation_id: self.str("installationId"),
             service_entitlement_number: self.str("serviceEntitlementNumber"),
             entitlement_id: self.str("entitlementId"),

@@ -104,6 +104,20 @@ pub fn parse_products(raw: &str) -> Result<Vec<String>, Error> {
         .collect()
 }
 
+/// `connect,forge` → flavours; an unknown value is a 400 naming `flavour`.
+pub fn parse_flavours(raw: &str) -> Result<Vec<crate::domain::Flavour>, Error> {
+    comma_values(raw)
+        .map(|v| {
+            crate::domain::Flavour::parse(v).ok_or_else(|| {
+                Error::invalid(
+                    "flavour",
+                    format!("unknown value {v:?}; expected connect, connect_on_forge or forge"),
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn parse_sort(raw: &str) -> Result<Sort, Error> {
     Sort::parse(raw.trim()).ok_or_else(|| {
         Error::invalid(
@@ -182,6 +196,9 @@ pub fn parse_list_query(query: &str, accepts_csv: bool) -> Result<ListRequest, E
     }
     if let Some(v) = joined("product") {
         req.filter.products = parse_products(&v)?;
+    }
+    if let Some(v) = joined("flavour") {
+        req.filter.flavours = parse_flavours(&v)?;
     }
     if let Some(v) = last("q") {
         let v = v.trim().to_owned();

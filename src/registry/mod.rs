@@ -7,6 +7,7 @@
 //! - [`list_query`]: the installation list's parameters and cursors;
 //! - [`installations`]: listing, detail and summary reads;
 //! - [`export`]: the CSV export;
+//! - [`forge`]: the installation of a verified Forge Invocation Token, and Forge events;
 //! - [`admin_tokens`]: admin API tokens and who presents one;
 //! - [`weekly`]: installs and uninstalls per week;
 //! - [`tokens`]: how every bearer secret is generated, stored and compared.
@@ -17,6 +18,7 @@
 pub mod admin_tokens;
 pub mod error;
 pub mod export;
+pub mod forge;
 pub mod grants;
 pub mod installations;
 pub mod license_view;

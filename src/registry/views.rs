@@ -20,7 +20,17 @@ use crate::store::installations::InstallationRow;
 /// One installation (tenant) as the vendor sees it. Never carries the shared secret.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Installation {
-    pub client_key: String,
+    /// The Connect clientKey; `null` for an installation only Forge knows.
+    pub client_key: Option<String>,
+    /// `connect`, `connect_on_forge` or `forge`.
+    #[schema(example = "connect_on_forge")]
+    pub flavour: String,
+    /// The Forge environment of the installation's FITs; `null` when Forge never called.
+    pub forge_environment: Option<ForgeEnvironment>,
+    /// What names this installation in admin routes and CLI commands: the clientKey, else the
+    /// Forge installation id (bare uuid).
+    #[serde(skip)]
+    pub key: String,
     pub app_key: String,
     pub base_url: String,
     pub display_url: Option<String>,
@@ -45,6 +55,17 @@ pub struct Installation {
     pub grants: Vec<GrantItem>,
 }
 
+/// The Forge environment an installation's FITs come from.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct ForgeEnvironment {
+    /// `PRODUCTION`, `STAGING` or `DEVELOPMENT`.
+    #[serde(rename = "type")]
+    #[schema(example = "PRODUCTION")]
+    pub kind: String,
+    /// The environment's ARI.
+    pub id: Option<String>,
+}
+
 /// License data of an installation.
 ///
 /// `state`, `source` and `effective_trial_end` are the registry's decision (contract §5).
@@ -56,7 +77,8 @@ pub struct License {
     /// `active`, `trial`, `free` or `unlicensed`.
     #[schema(example = "trial")]
     pub state: String,
-    /// What decided `state`: `lic`, `host`, `marketplace`, `grant`, or `null` (no data).
+    /// What decided `state`: `lic`, `host`, `marketplace`, `grant`, `fit`,
+    /// `forge_license_api`, or `null` (no data).
     pub source: Option<String>,
     /// The last `lic` parameter seen on a verified request: `active` or `none`.
     pub lic_last_seen: Option<String>,
@@ -326,10 +348,23 @@ impl Installation {
     pub fn from_row(row: &InstallationRow, grants: &[GrantRow]) -> Installation {
         let has_marketplace =
             row.mp_license_id.is_some() || row.mp_status.is_some() || row.mp_license_type.is_some();
+        let observations = row.observations();
+        let forge_seen = row.fit_license_seen_at.is_some() || row.forge_api_checked_at.is_some();
         let (license_type, evaluation) = if has_marketplace {
             let t = row.mp_license_type.clone();
             let eval = t.as_deref().map(crate::licensing::is_evaluation_type);
             (t, eval)
+        } else if forge_seen {
+            // What Forge said last: the FIT's `type`/`isEvaluation`, else the License API's.
+            let fit_newer = row.fit_license_seen_at >= row.forge_api_checked_at;
+            if fit_newer {
+                (row.fit_license_type.clone(), row.fit_license_evaluation)
+            } else {
+                (
+                    row.forge_api_license_type.clone(),
+                    row.forge_api_license_evaluation,
+                )
+            }
         } else {
             (row.host_license_type.clone(), row.host_license_evaluation)
         };
@@ -348,7 +383,8 @@ impl Installation {
             maintenance_start: row.mp_maintenance_start,
             maintenance_end: row.mp_maintenance_end,
             trial_start: row.mp_trial_start,
-            trial_end: row.mp_trial_end,
+            // Forge's trialEndDate is the site's own trial end; the Marketplace one lags it.
+            trial_end: observations.forge_trial_end().or(row.mp_trial_end),
             effective_trial_end: row.effective_trial_end,
             marketplace_status: row.mp_status.clone(),
             synced_at: row.mp_synced_at,
@@ -367,8 +403,23 @@ impl Installation {
             technical_contact,
             billing_contact,
         });
+        let forge_environment = row
+            .forge_environment_type
+            .as_ref()
+            .map(|kind| ForgeEnvironment {
+                kind: kind.clone(),
+                id: row.forge_environment_id.clone(),
+            });
+        let client_key = row.connect_client_key().map(str::to_owned);
+        let key = client_key
+            .clone()
+            .or_else(|| row.forge_installation_id.clone())
+            .unwrap_or_else(|| row.client_key.clone());
         Installation {
-            client_key: row.client_key.clone(),
+            client_key,
+            flavour: row.flavour().as_str().to_owned(),
+            forge_environment,
+            key,
             app_key: row.app_key.clone(),
             base_url: row.base_url.clone(),
             display_url: row.display_url.clone(),

@@ -202,6 +202,7 @@ fn accepts_csv(req: &HttpRequest) -> bool {
         ("status" = Option<String>, Query, description = "installed, enabled, disabled, uninstalled; comma-separated"),
         ("license" = Option<String>, Query, description = "active, trial, free, unlicensed; comma-separated"),
         ("product" = Option<String>, Query, description = "jira, confluence; comma-separated"),
+        ("flavour" = Option<String>, Query, description = "connect, connect_on_forge, forge; comma-separated"),
         ("q" = Option<String>, Query, description = "case-insensitive substring of the base URL, company or contact e-mail"),
         ("trial_ends_before" = Option<String>, Query, description = "a date (YYYY-MM-DD, midnight UTC) or RFC 3339 instant: effective trial end strictly before it"),
         ("sort" = Option<String>, Query, description = "installed_at (default), -installed_at, trial_end (soonest first, none last), base_url"),
@@ -249,7 +250,7 @@ pub async fn list_installations(
     get,
     path = "/admin/installations/{client_key}",
     tag = "installations",
-    params(("client_key" = String, Path, description = "the tenant's clientKey")),
+    params(("client_key" = String, Path, description = "the tenant's clientKey, or its Forge installation id (ARI or bare uuid)")),
     responses(
         (status = 200, description = "The installation, its events (oldest first) and audit trail", body = views::InstallationDetail),
         (status = 401, description = "Missing or invalid admin token", body = ErrorSchema),
@@ -405,7 +406,7 @@ mod body {
     post,
     path = "/admin/installations/{client_key}/trial-extension",
     tag = "grants",
-    params(("client_key" = String, Path, description = "the tenant's clientKey")),
+    params(("client_key" = String, Path, description = "the tenant's clientKey, or its Forge installation id (ARI or bare uuid)")),
     request_body = TrialExtensionRequest,
     responses(
         (status = 201, description = "The trial-extension grant", body = views::Grant),
@@ -439,7 +440,7 @@ pub async fn extend_trial(
     post,
     path = "/admin/installations/{client_key}/grants",
     tag = "grants",
-    params(("client_key" = String, Path, description = "the tenant's clientKey")),
+    params(("client_key" = String, Path, description = "the tenant's clientKey, or its Forge installation id (ARI or bare uuid)")),
     request_body = GrantRequest,
     responses(
         (status = 201, description = "The free grant", body = views::Grant),

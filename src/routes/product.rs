@@ -59,10 +59,13 @@ const PANEL_PAGE: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
-/// The answer of `GET /api/whoami` (contract §4); typed, so no JSON tree is built per request.
+/// The answer of `GET /api/whoami`; typed, so no JSON tree is built per request. The same
+/// for a Connect JWT and a Forge Invocation Token: `client_key` is null for an installation
+/// only Forge knows, `installation_id` null for one only Connect knows.
 #[derive(serde::Serialize)]
 struct WhoAmI<'a> {
-    client_key: &'a str,
+    client_key: Option<&'a str>,
+    installation_id: Option<String>,
     account_id: Option<&'a str>,
     licensed: bool,
     license_source: &'static str,
@@ -71,7 +74,8 @@ struct WhoAmI<'a> {
 async fn whoami(licensed: Licensed) -> HttpResponse {
     let v = &licensed.verified;
     HttpResponse::Ok().json(WhoAmI {
-        client_key: v.client_key(),
+        client_key: v.connect_client_key(),
+        installation_id: v.installation_id().map(|id| id.ari()),
         account_id: v.account_id(),
         licensed: true,
         license_source: licensed.source.as_str(),

@@ -66,6 +66,36 @@ pub struct InstallationRow {
     pub license_state: String,
     pub license_source: Option<String>,
     pub effective_trial_end: Option<DateTime<Utc>>,
+    /// `connect`, `connect_on_forge` or `forge` ([`crate::domain::Flavour`]).
+    pub flavour: String,
+    /// The Forge installation id, lower-case bare uuid; unique when set.
+    pub forge_installation_id: Option<String>,
+    pub forge_app_id: Option<String>,
+    pub forge_environment_type: Option<String>,
+    pub forge_environment_id: Option<String>,
+    pub forge_api_base_url: Option<String>,
+    /// The licence the last Forge Invocation Token carried.
+    pub fit_license_active: Option<bool>,
+    pub fit_license_evaluation: Option<bool>,
+    pub fit_trial_end: Option<DateTime<Utc>>,
+    pub fit_license_type: Option<String>,
+    pub fit_entitlement_id: Option<String>,
+    pub fit_entitlement_number: Option<String>,
+    pub fit_license_seen_at: Option<DateTime<Utc>>,
+    /// The app system token (sealed like the shared secret); never shown or logged.
+    pub forge_system_token: Option<String>,
+    pub forge_system_token_expires_at: Option<DateTime<Utc>>,
+    /// The Forge License API's last answer, when it was read, and when it may be read again.
+    pub forge_api_license_active: Option<bool>,
+    pub forge_api_license_evaluation: Option<bool>,
+    pub forge_api_license_type: Option<String>,
+    pub forge_api_trial_end: Option<DateTime<Utc>>,
+    pub forge_api_entitlement_id: Option<String>,
+    pub forge_api_entitlement_number: Option<String>,
+    pub forge_api_checked_at: Option<DateTime<Utc>>,
+    pub forge_api_retry_after: Option<DateTime<Utc>>,
+    pub forge_api_failures: i32,
+    pub forge_api_last_error: Option<String>,
 }
 
 impl std::fmt::Debug for InstallationRow {
@@ -75,6 +105,12 @@ impl std::fmt::Debug for InstallationRow {
             .field("base_url", &self.base_url)
             .field("status", &self.status)
             .field("shared_secret", &self.shared_secret.as_ref().map(|_| "***"))
+            .field("flavour", &self.flavour)
+            .field("forge_installation_id", &self.forge_installation_id)
+            .field(
+                "forge_system_token",
+                &self.forge_system_token.as_ref().map(|_| "***"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -94,7 +130,26 @@ impl InstallationRow {
             mp_last_updated: self.mp_last_updated,
             mp_synced_at: self.mp_synced_at,
             mp_trial_end: self.mp_trial_end,
+            fit_active: self.fit_license_active,
+            fit_evaluation: self.fit_license_evaluation,
+            fit_trial_end: self.fit_trial_end,
+            fit_seen_at: self.fit_license_seen_at,
+            forge_api_active: self.forge_api_license_active,
+            forge_api_evaluation: self.forge_api_license_evaluation,
+            forge_api_trial_end: self.forge_api_trial_end,
+            forge_api_checked_at: self.forge_api_checked_at,
         }
+    }
+
+    /// The installation's flavour; an unknown stored value reads as Connect.
+    pub fn flavour(&self) -> crate::domain::Flavour {
+        crate::domain::Flavour::parse(&self.flavour).unwrap_or(crate::domain::Flavour::Connect)
+    }
+
+    /// The Connect clientKey, `None` for an installation only Forge knows (whose key is
+    /// internal).
+    pub fn connect_client_key(&self) -> Option<&str> {
+        (self.flavour() != crate::domain::Flavour::Forge).then_some(self.client_key.as_str())
     }
 }
 
@@ -113,6 +168,8 @@ pub struct InstallRecord {
     pub plugins_version: Option<String>,
     pub oauth_client_id: Option<String>,
     pub installation_id: Option<String>,
+    /// `installation_id` parsed: the lower-case bare uuid of the Forge installation.
+    pub forge_installation_id: Option<String>,
     pub service_entitlement_number: Option<String>,
     pub entitlement_id: Option<String>,
     pub entitlement_number: Option<String>,
@@ -135,6 +192,17 @@ pub async fn get(db: &Db, client_key: &str) -> sqlx::Result<Option<InstallationR
             .bind(client_key)
             .fetch_optional(p)
             .await
+    })
+}
+
+/// Whether a row has this key.
+pub async fn exists(db: &Db, client_key: &str) -> sqlx::Result<bool> {
+    crate::on_db!(db, |p| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM installations WHERE client_key = $1")
+            .bind(client_key)
+            .fetch_one(p)
+            .await
+            .map(|n| n > 0)
     })
 }
 
@@ -220,9 +288,11 @@ INSERT INTO installations (
     client_key, app_key, base_url, base_host, display_url, product_type, description,
     shared_secret, server_version, plugins_version, oauth_client_id, installation_id,
     service_entitlement_number, entitlement_id, entitlement_number, status,
-    installed_at, updated_at, uninstalled_at, last_install_iat, changed_at)
+    installed_at, updated_at, uninstalled_at, last_install_iat, changed_at,
+    forge_installation_id, flavour)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'installed',
-        $16, $16, NULL, $17, $16)
+        $16, $16, NULL, $17, $16,
+        $18, CASE WHEN $18 IS NULL THEN 'connect' ELSE 'connect_on_forge' END)
 ON CONFLICT (client_key) DO UPDATE SET
     app_key = excluded.app_key,
     base_url = excluded.base_url,
@@ -234,7 +304,13 @@ ON CONFLICT (client_key) DO UPDATE SET
     server_version = excluded.server_version,
     plugins_version = excluded.plugins_version,
     oauth_client_id = excluded.oauth_client_id,
-    installation_id = excluded.installation_id,
+    -- an `installed` without installationId does not forget the Forge installation
+    installation_id = COALESCE(excluded.installation_id, installations.installation_id),
+    forge_installation_id = COALESCE(excluded.forge_installation_id,
+                                     installations.forge_installation_id),
+    flavour = CASE WHEN excluded.forge_installation_id IS NOT NULL
+                        OR installations.forge_installation_id IS NOT NULL
+                   THEN 'connect_on_forge' ELSE 'connect' END,
     service_entitlement_number = excluded.service_entitlement_number,
     entitlement_id = excluded.entitlement_id,
     entitlement_number = excluded.entitlement_number,
@@ -267,6 +343,21 @@ pub async fn record_install(
         if matches!(last, Some(Some(last)) if token_iat < last) {
             return Ok(Applied::Stale);
         }
+        if let Some(installation_key) = &rec.forge_installation_id {
+            // Two installs naming one installation id must take turns (SQLite's write
+            // transaction already serialises them; PostgreSQL's BEGIN does not).
+            sqlx::query(crate::store::forge::lock_installation_sql(db))
+                .bind(installation_key)
+                .execute(&mut *tx)
+                .await?;
+            crate::store::forge::claim_installation_in_tx!(
+                tx,
+                installation_key,
+                &rec.client_key,
+                last.is_some(),
+                now
+            );
+        }
         sqlx::query(UPSERT_INSTALL)
             .bind(&rec.client_key)
             .bind(&rec.app_key)
@@ -285,6 +376,7 @@ pub async fn record_install(
             .bind(&rec.entitlement_number)
             .bind(now)
             .bind(token_iat)
+            .bind(&rec.forge_installation_id)
             .execute(&mut *tx)
             .await?;
         events::insert(
@@ -524,6 +616,31 @@ pub(crate) mod tests_support {
             license_state: "unlicensed".into(),
             license_source: None,
             effective_trial_end: None,
+            flavour: "connect".into(),
+            forge_installation_id: None,
+            forge_app_id: None,
+            forge_environment_type: None,
+            forge_environment_id: None,
+            forge_api_base_url: None,
+            fit_license_active: None,
+            fit_license_evaluation: None,
+            fit_trial_end: None,
+            fit_license_type: None,
+            fit_entitlement_id: None,
+            fit_entitlement_number: None,
+            fit_license_seen_at: None,
+            forge_system_token: None,
+            forge_system_token_expires_at: None,
+            forge_api_license_active: None,
+            forge_api_license_evaluation: None,
+            forge_api_license_type: None,
+            forge_api_trial_end: None,
+            forge_api_entitlement_id: None,
+            forge_api_entitlement_number: None,
+            forge_api_checked_at: None,
+            forge_api_retry_after: None,
+            forge_api_failures: 0,
+            forge_api_last_error: None,
         }
     }
 }

@@ -69,6 +69,7 @@ pub struct Filter {
     pub statuses: Vec<Status>,
     pub licenses: Vec<LicenseState>,
     pub products: Vec<String>,
+    pub flavours: Vec<crate::domain::Flavour>,
     /// Case-insensitive substring of the base URL, the company, or the contacts (whose JSON
     /// holds the e-mail addresses).
     pub q: Option<String>,
@@ -163,6 +164,10 @@ impl Sql {
             let p = sql.placeholders(filter.products.iter().cloned());
             sql.conditions
                 .push(format!("{} IN ({p})", col("product_type")));
+        }
+        if !filter.flavours.is_empty() {
+            let p = sql.placeholders(filter.flavours.iter().map(|f| f.as_str().to_owned()));
+            sql.conditions.push(format!("{} IN ({p})", col("flavour")));
         }
         if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
             // Case-insensitive: SQLite's LIKE already is (for ASCII), PostgreSQL needs ILIKE.
@@ -651,6 +656,7 @@ mod tests {
             statuses: vec![Status::Enabled, Status::Disabled],
             licenses: vec![LicenseState::Trial],
             products: vec!["jira".into()],
+            flavours: vec![],
             q: Some("x".into()),
             trial_ends_before: Some(Utc::now()),
         };

@@ -26,6 +26,7 @@ pub mod admin_tokens;
 pub mod audit;
 pub mod charts;
 pub mod events;
+pub mod forge;
 pub mod grants;
 pub mod host_license;
 pub mod installations;

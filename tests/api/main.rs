@@ -11,6 +11,7 @@ mod cli;
 mod cli_ops;
 mod cli_words;
 mod dashboard;
+mod forge;
 mod hardening;
 mod license_data;
 mod lifecycle;

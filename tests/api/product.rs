@@ -125,6 +125,8 @@ both_backends! {
         assert_eq!(status, 200);
         assert_eq!(body, json!({
             "client_key": "ck-lic",
+            // the install payload's Forge installation id (Connect on Forge)
+            "installation_id": "ari:cloud:ecosystem::installation/6f9f0c1e-52a4-4d3b-9a77-0d5a7e0b8f21",
             "account_id": "557058:f0e1d2c3-account",
             "licensed": true,
             "license_source": "lic",

@@ -10,6 +10,7 @@ mod cli;
 mod cli_ops;
 mod dashboard;
 mod forge;
+mod forge_events;
 mod hardening;
 mod license_data;
 mod lifecycle;

@@ -273,8 +273,8 @@ pub enum SyncCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Re-encrypt every stored shared secret under the first key of SECRETS_KEY (plain rows
-    /// included), in batches, while servers keep running. To rotate online: give every
+    /// Re-encrypt every stored shared secret and Forge app system token under the first key
+    /// of SECRETS_KEY (plain rows included), in batches, while servers keep running. To rotate online: give every
     /// instance SECRETS_KEY=NEW,OLD (NEW encrypts, both decrypt), run this, then drop OLD.
     Rotate {
         /// Encrypt under this key (32 bytes, base64) instead; SECRETS_KEY's keys still decrypt.

@@ -125,6 +125,9 @@ pub struct Config {
     /// The least time between two fetches of the Forge key set (30 s). Not an environment
     /// variable; tests shorten it.
     pub forge_jwks_cooldown: Duration,
+    /// The least time between two reads of the Forge License API for one installation:
+    /// Atlassian's limit, 5 minutes. Not an environment variable; tests shorten it.
+    pub forge_license_min_interval: Duration,
 }
 
 impl Config {
@@ -365,6 +368,7 @@ impl Config {
             marketplace_timeout: Duration::from_secs(30),
             marketplace_retry_base: Duration::from_secs(1),
             forge_jwks_cooldown: crate::forge::keys::REFETCH_COOLDOWN,
+            forge_license_min_interval: crate::forge::license_api::MIN_INTERVAL,
         })
     }
 }

@@ -74,7 +74,7 @@ impl Trigger {
         }
     }
 
-    fn take_receiver(&self) -> Option<mpsc::Receiver<String>> {
+    pub(crate) fn take_receiver(&self) -> Option<mpsc::Receiver<String>> {
         self.rx.lock().ok()?.take()
     }
 }

@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod forge;
+pub mod forge_license;
 pub mod guard;
 pub mod host_license;
 pub mod licensing;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub fit_verification_failures: IntCounterVec,
     pub license_decisions: IntCounterVec,
     pub host_license_checks: IntCounterVec,
+    /// Reads of the Forge License API by outcome.
+    pub forge_license_reads: IntCounterVec,
     pub marketplace_syncs: IntCounterVec,
     /// `license_decisions_total` per label, resolved once: the guard counts every request,
     /// and a label lookup (hash and lock) per request is measurable there.
@@ -80,6 +82,11 @@ impl Metrics {
             "License decisions by source (unlicensed when refused)",
             &["source"],
         );
+        let forge_license_reads = counter(
+            "forge_license_api_reads_total",
+            "Background reads of the Forge License API by outcome",
+            &["outcome"],
+        );
         let host_license_checks = counter(
             "host_license_checks_total",
             "Reads of the product's license endpoint and tenant_info by outcome",
@@ -115,6 +122,7 @@ impl Metrics {
             fit_verification_failures,
             license_decisions,
             host_license_checks,
+            forge_license_reads,
             marketplace_syncs,
         }
     }

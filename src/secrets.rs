@@ -38,6 +38,9 @@ pub struct Field(&'static str);
 impl Field {
     /// `installations.shared_secret`, row key = client key.
     pub const SHARED_SECRET: Field = Field("installations.shared_secret");
+    /// `installations.forge_system_token`, row key = the Forge installation id (lower-case
+    /// bare uuid), which stays with the token when the row's client key changes.
+    pub const FORGE_SYSTEM_TOKEN: Field = Field("installations.forge_system_token");
 
     /// A column that is not listed here yet (a later table: pass `"table.column"`).
     pub const fn new(table_dot_column: &'static str) -> Field {
@@ -304,7 +307,50 @@ pub async fn rotate(
             break;
         }
     }
+    rotate_forge_tokens(db, keyring, batch, &mut summary).await?;
     Ok(summary)
+}
+
+/// The Forge app system tokens, the same way: sealed under the installation id.
+async fn rotate_forge_tokens(
+    db: &crate::store::Db,
+    keyring: &Keyring,
+    batch: usize,
+    summary: &mut RotateSummary,
+) -> anyhow::Result<()> {
+    use crate::store::forge_license::{replace_token, tokens_page};
+    let mut after = String::new();
+    loop {
+        let rows = tokens_page(db, &after, batch).await?;
+        let Some((last, _, _)) = rows.last() else {
+            break;
+        };
+        after = last.clone();
+        for (client_key, installation, stored) in &rows {
+            summary.scanned += 1;
+            if !keyring.needs_rewrite(stored) {
+                continue;
+            }
+            let plain = match keyring.open(Field::FORGE_SYSTEM_TOKEN, installation, stored) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(client_key = ?client_key, error = %e, "cannot re-encrypt a Forge system token");
+                    summary.undecryptable += 1;
+                    continue;
+                }
+            };
+            let sealed = keyring.seal(Field::FORGE_SYSTEM_TOKEN, installation, &plain);
+            if replace_token(db, client_key, stored, &sealed).await? {
+                summary.rewritten += 1;
+            } else {
+                summary.skipped_concurrent += 1;
+            }
+        }
+        if rows.len() < batch {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub fn spawn_background(state: &SharedState) {
         keys.spawn_refresher(crate::forge::keys::PERIODIC_REFRESH);
     }
     crate::host_license::start(state.clone().into_inner());
+    crate::forge_license::start(state.clone().into_inner());
     crate::marketplace::spawn_periodic(
         state.db.clone(),
         state.marketplace.clone(),

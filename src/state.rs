@@ -27,6 +27,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Asks the background reader of the product's license endpoint to read a site now.
     pub host_refresh: crate::host_license::Trigger,
+    /// The Forge License API client, with its own bounds and redirect rule.
+    pub forge_license_api: crate::forge::license_api::LicenseApi,
+    /// Asks the background reader of the Forge License API to read an installation when due.
+    pub forge_license: crate::forge_license::Trigger,
     /// The path of `APP_BASE_URL` ("" for none), stripped before computing a request's qsh.
     pub base_path: String,
     /// Tenants and their grant facts for the request path (no database round trip).
@@ -58,6 +62,8 @@ impl AppState {
         let marketplace = crate::marketplace::Client::new(&config, &app_key, http.clone());
         let base_path = config.app_base_url.path().trim_end_matches('/').to_owned();
         let tenants = crate::tenants::TenantCache::new(db.clone(), config.secrets.clone());
+        let forge_license_api = crate::forge::license_api::LicenseApi::new(&config.forge_api_url)
+            .context("building the Forge License API client")?;
         warn_about_secrets(&config, &db).await;
         let forge_keys = config.forge_enabled().then(|| {
             crate::forge::keys::ForgeKeys::with_cooldown(
@@ -77,6 +83,8 @@ impl AppState {
             marketplace,
             metrics: Metrics::new(),
             host_refresh: crate::host_license::Trigger::new(),
+            forge_license_api,
+            forge_license: crate::forge_license::Trigger::new(),
             base_path,
             tenants,
             seen: crate::tenants::SeenWriter::new(),
@@ -116,5 +124,13 @@ async fn warn_about_secrets(config: &Config, db: &Db) {
             "shared secrets stored unencrypted: they are encrypted on the next install, or now by `connect-keeper secrets rotate`"
         ),
         Err(e) => tracing::warn!(error = %e, "counting unencrypted shared secrets failed"),
+    }
+    match crate::store::forge_license::count_plain_tokens(db).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            rows = n,
+            "Forge app system tokens stored unencrypted: they are encrypted when Forge sends the next one, or now by `connect-keeper secrets rotate`"
+        ),
+        Err(e) => tracing::warn!(error = %e, "counting unencrypted Forge system tokens failed"),
     }
 }

@@ -290,6 +290,10 @@ mod tests {
         let bare = parse(Delivery::Lifecycle, INSTALLED_BODY.as_bytes()).unwrap();
         assert_eq!(e.body_installation_id, bare.body_installation_id);
         assert_eq!(e.account_id, bare.account_id);
+        // What the history keeps differs only by the retryContext.
+        let mut kept = e.record.clone();
+        kept.as_object_mut().unwrap().remove("retryContext");
+        assert_eq!(kept, bare.record);
     }
 
     #[test]

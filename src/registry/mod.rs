@@ -1,6 +1,7 @@
 //! The rules of the registry, shared by the HTTP routes and the CLI, one module per job:
 //!
 //! - [`lifecycle`]: verifying and applying the lifecycle callbacks;
+//! - [`forge_events`]: Forge lifecycle events and triggers, and the app system token;
 //! - [`grants`]: trial extensions, free grants, access tokens and their redemption;
 //! - [`license_view`]: the materialised licence decision per installation;
 //! - [`views`]: the JSON shapes the vendor sees, made from rows;
@@ -19,6 +20,7 @@ pub mod admin_tokens;
 pub mod error;
 pub mod export;
 pub mod forge;
+pub mod forge_events;
 pub mod grants;
 pub mod installations;
 pub mod license_view;

@@ -181,7 +181,8 @@ impl From<&GrantRow> for Grant {
 /// One lifecycle callback in an installation's history.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Event {
-    /// `installed`, `uninstalled`, `enabled` or `disabled`.
+    /// `installed`, `uninstalled`, `enabled` or `disabled` (Connect); `avi:forge:installed:app`,
+    /// `avi:forge:upgraded:app` or `forge:pre_uninstall` (Forge).
     pub event_type: String,
     pub received_at: DateTime<Utc>,
     /// The callback's payload as received, without the shared secret.

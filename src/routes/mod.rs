@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 use crate::error::json_error;
 
 pub mod admin;
+pub mod forge;
 pub mod lifecycle;
 pub mod ops;
 pub mod product;
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
         .configure(product::configure)
         .configure(lifecycle::configure)
+        .configure(forge::configure)
         // before the admin API: its `/admin` scope would otherwise take `/admin/ui/…`
         .configure(crate::dashboard::configure)
         .configure(admin::configure);

@@ -27,6 +27,8 @@ pub mod audit;
 pub mod charts;
 pub mod events;
 pub mod forge;
+pub mod forge_events;
+pub mod forge_license;
 pub mod grants;
 pub mod host_license;
 pub mod installations;

@@ -12,6 +12,7 @@ mod cli_ops;
 mod cli_words;
 mod dashboard;
 mod forge;
+mod forge_events;
 mod hardening;
 mod license_data;
 mod lifecycle;

@@ -1,0 +1,298 @@
+//! Background reads of each Forge installation's licence from the Forge License API, with the
+//! app system token the installation's last Forge delivery carried: the Forge counterpart of
+//! [`crate::host_license`], which reads a Connect site's product licence endpoint, and built the
+//! same way (a trigger channel, a periodic poll, claims in the database).
+//!
+//! * A Forge route that received a token asks for a read at once ([`Trigger::installed`]).
+//! * The poll picks up every installation whose next read is due, every
+//!   `HOST_LICENSE_REFRESH_SECS` after the last success.
+//! * Atlassian allows one read per 5 minutes per installation: a claim moves the next read at
+//!   least that far ahead *before* the read (see [`crate::store::forge_license`]), so no
+//!   trigger, poll, instance or crash makes two reads closer than that. A `429` moves it to
+//!   the `Retry-After` Atlassian gave, when that is later; other failures back off like the
+//!   product reads.
+//! * An installation without a token, or whose token expired, is not read: Forge refreshes the
+//!   token with its next delivery (the hourly heartbeat).
+//!
+//! Nothing here ever holds up a request or an event, and nothing here logs the token: errors
+//! are [`LicenseApiError`]s, which carry no body and no token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::forge::ids::AppId;
+use crate::forge::license_api::{LicenseAnswer, LicenseApiError};
+use crate::host_license::{backoff, later};
+use crate::secrets::Field;
+use crate::state::AppState;
+use crate::store::forge_license::{self as store, ApiLicense, ReadRecord, TokenRow};
+
+/// The same client-key queue as the product licence reader's: a route pokes it, the worker
+/// takes it. Cheap and never blocks.
+pub type Trigger = crate::host_license::Trigger;
+
+/// Reads in flight at once per instance.
+const CONCURRENCY: usize = 8;
+
+/// Starts the worker for this process when Forge is configured (once; later calls do
+/// nothing).
+pub fn start(state: Arc<AppState>) {
+    if !state.config.forge_enabled() {
+        return;
+    }
+    let Some(rx) = state.forge_license.take_receiver() else {
+        return;
+    };
+    tokio::spawn(run(state, rx));
+}
+
+/// How often the database is asked for due installations.
+fn poll_period(min_interval: Duration) -> Duration {
+    (min_interval / 2).clamp(Duration::from_millis(10), Duration::from_secs(15))
+}
+
+async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<String>) {
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let min = state.config.forge_license_min_interval;
+    let mut tick = tokio::time::interval(poll_period(min));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            key = rx.recv() => {
+                let Some(key) = key else { return };
+                let (state, permits) = (state.clone(), permits.clone());
+                tokio::spawn(async move {
+                    let Ok(_permit) = permits.acquire_owned().await else { return };
+                    let now = crate::store::now();
+                    match store::claim_one(&state.db, &key, now, later(now, min)).await {
+                        Ok(Some(row)) => read(&state, row, now).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(client_key = %key, error = %e, "Forge licence claim failed"),
+                    }
+                });
+            }
+            _ = tick.tick() => {
+                if state.db.is_closed() {
+                    return;
+                }
+                let free = permits.available_permits();
+                if free == 0 {
+                    continue;
+                }
+                let now = crate::store::now();
+                let rows = match store::claim_due(&state.db, now, later(now, min), free as i64).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Forge licence poll failed");
+                        continue;
+                    }
+                };
+                for row in rows {
+                    let (state, permits) = (state.clone(), permits.clone());
+                    tokio::spawn(async move {
+                        let Ok(_permit) = permits.acquire_owned().await else { return };
+                        read(&state, row, now).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// When to read again after a read that started at `started`: never sooner than `min`;
+/// after a success the refresh period; after a `429` its `Retry-After` (when later); after
+/// another failure the product reader's back-off.
+pub fn next_read(
+    started: DateTime<Utc>,
+    outcome: Result<(), &LicenseApiError>,
+    failures: i32,
+    min: Duration,
+    refresh: Duration,
+    retry_base: Duration,
+) -> DateTime<Utc> {
+    let wait = match outcome {
+        Ok(()) => refresh,
+        Err(e) => match e.retry_after() {
+            Some(asked) => asked,
+            None => backoff(retry_base, failures, refresh),
+        },
+    };
+    later(started, wait.max(min))
+}
+
+/// Reads one claimed installation and records the outcome. Never fails: errors are logged
+/// (without the token), counted and scheduled.
+#[tracing::instrument(skip_all, fields(client_key = %row.client_key))]
+async fn read(state: &AppState, row: TokenRow, started: DateTime<Utc>) {
+    let cfg = &state.config;
+    let token = match cfg.secrets.open(
+        Field::FORGE_SYSTEM_TOKEN,
+        &row.forge_installation_id,
+        &row.forge_system_token,
+    ) {
+        Ok(t) => SecretString::from(t),
+        Err(e) => {
+            // Sealed under another installation id (the site reinstalled and the row was
+            // linked to the new one) or a key SECRETS_KEY lacks: useless either way, and Forge
+            // sends a fresh token with the next delivery.
+            tracing::error!(error = %e, "the installation's app system token cannot be read; dropped");
+            if let Err(e) = store::replace_token_or_drop(
+                &state.db,
+                &row.client_key,
+                &row.forge_system_token,
+                None,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "dropping an unreadable system token failed");
+            }
+            return;
+        }
+    };
+    let app_id = row
+        .forge_app_id
+        .as_deref()
+        .and_then(AppId::parse)
+        .or_else(|| cfg.forge_app_ids.first().copied());
+    let Some(app_id) = app_id else {
+        return;
+    };
+    let api = &state.forge_license_api;
+    let result = api.read(&token, app_id).await;
+    drop(token);
+    let outcome = match &result {
+        Ok(LicenseAnswer::License(_)) => "ok",
+        Ok(LicenseAnswer::NoLicense) => "no_license",
+        Err(e) => e.kind(),
+    };
+    state
+        .metrics
+        .forge_license_reads
+        .with_label_values(&[outcome])
+        .inc();
+    let now = crate::store::now();
+    let (license, failures, last_error) = match &result {
+        Ok(answer) => (Some(api_license(answer)), 0, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the Forge License API failed");
+            (
+                None,
+                row.forge_api_failures.saturating_add(1),
+                Some(e.to_string()),
+            )
+        }
+    };
+    let next_read_at = next_read(
+        started,
+        result.as_ref().map(|_| ()),
+        failures,
+        cfg.forge_license_min_interval,
+        cfg.host_license_refresh,
+        cfg.host_retry_base,
+    );
+    let read_license = license.is_some();
+    let rec = ReadRecord {
+        license,
+        checked_at: now,
+        next_read_at,
+        failures,
+        last_error,
+    };
+    if let Err(e) = store::record(&state.db, &row.client_key, &rec).await {
+        tracing::error!(error = %e, "storing the Forge licence failed");
+        return;
+    }
+    if read_license
+        && let Err(e) = crate::registry::license_view::refresh(&state.db, &row.client_key).await
+    {
+        tracing::error!(error = %e, "refreshing the license view failed");
+    }
+}
+
+fn api_license(answer: &LicenseAnswer) -> Option<ApiLicense> {
+    match answer {
+        LicenseAnswer::NoLicense => None,
+        LicenseAnswer::License(l) => Some(ApiLicense {
+            active: l.active,
+            evaluation: Some(l.evaluation),
+            license_type: l.license_type.clone(),
+            trial_end: l.trial_end,
+            entitlement_id: l.entitlement_id.clone(),
+            entitlement_number: l.entitlement_number.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn never_sooner_than_the_minimum() {
+        let t0 = at("2026-12-03T08:00:00Z");
+        let min = Duration::from_secs(300);
+        let refresh = Duration::from_secs(3600);
+        let base = Duration::from_secs(30);
+        assert_eq!(
+            next_read(t0, Ok(()), 0, min, refresh, base),
+            at("2026-12-03T09:00:00Z")
+        );
+        // A 429 asking for 60 s still waits the 5 minutes; one asking for 2 hours, 2 hours.
+        let short = LicenseApiError::RateLimited {
+            retry_after: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            next_read(t0, Err(&short), 1, min, refresh, base),
+            at("2026-12-03T08:05:00Z")
+        );
+        let long = LicenseApiError::RateLimited {
+            retry_after: Some(Duration::from_secs(7200)),
+        };
+        assert_eq!(
+            next_read(t0, Err(&long), 1, min, refresh, base),
+            at("2026-12-03T10:00:00Z")
+        );
+        // A 429 without Retry-After, and other failures: back-off, floored at the minimum.
+        let none = LicenseApiError::RateLimited { retry_after: None };
+        assert_eq!(
+            next_read(t0, Err(&none), 1, min, refresh, base),
+            at("2026-12-03T08:05:00Z")
+        );
+        assert_eq!(
+            next_read(
+                t0,
+                Err(&LicenseApiError::Status(500)),
+                6,
+                min,
+                refresh,
+                base
+            ),
+            at("2026-12-03T08:16:00Z")
+        );
+        // A refresh period shorter than the minimum is raised to it.
+        assert_eq!(
+            next_read(t0, Ok(()), 0, min, Duration::from_secs(10), base),
+            at("2026-12-03T08:05:00Z")
+        );
+    }
+
+    #[test]
+    fn poll_period_is_bounded() {
+        assert_eq!(
+            poll_period(Duration::from_secs(300)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            poll_period(Duration::from_millis(200)),
+            Duration::from_millis(100)
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! SQL of the app system token and of the background reader of the Forge License API
+//! ([`crate::forge_license`]): the `forge_system_token*` and `forge_api_*` columns of
+//! `installations`.
+//!
+//! Scheduling lives in `forge_api_retry_after`, the earliest time the License API may be read
+//! for the installation again. Taking work is an `UPDATE … WHERE forge_api_retry_after <= now`
+//! that moves the column at least [`crate::forge::license_api::MIN_INTERVAL`] ahead *before*
+//! the read, so Atlassian's limit (one read per 5 minutes per installation) holds across
+//! instances and crashes: a read that never records its outcome still counts as a read.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, WritePool};
+
+/// Installations whose licence can be read: a system token that has not expired, and a Forge
+/// installation id (the token's row key).
+const READABLE: &str = "forge_system_token IS NOT NULL
+     AND forge_installation_id IS NOT NULL
+     AND forge_system_token_expires_at > $1";
+
+/// What the reader needs of a row; the token still sealed.
+#[derive(Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub client_key: String,
+    pub forge_installation_id: String,
+    pub forge_app_id: Option<String>,
+    pub forge_system_token: String,
+    pub forge_api_failures: i32,
+}
+
+impl std::fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("client_key", &self.client_key)
+            .field("forge_installation_id", &self.forge_installation_id)
+            .field("forge_system_token", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str =
+    "client_key, forge_installation_id, forge_app_id, forge_system_token, forge_api_failures";
+
+/// Stores the latest app system token (already sealed) and its expiry. `false`: no such row.
+pub async fn store_token(
+    db: &Db,
+    client_key: &str,
+    sealed: &str,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    crate::on_db!(db, |p| {
+        let done = sqlx::query(
+            "UPDATE installations SET forge_system_token = $2, forge_system_token_expires_at = $3
+             WHERE client_key = $1",
+        )
+        .bind(client_key)
+        .bind(sealed)
+        .bind(expires_at)
+        .execute(p)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    })
+}
+
+/// Claims up to `limit` installations due for a read, moving their next read to `until`.
+pub async fn claim_due(
+    db: &Db,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<TokenRow>> {
+    // The due test is repeated in the outer WHERE: on PostgreSQL a concurrent claimer's UPDATE
+    // re-checks it against the row it waited for, so each row is claimed once.
+    let sql = format!(
+        "UPDATE installations SET forge_api_retry_after = $2
+         WHERE client_key IN (
+             SELECT client_key FROM installations
+             WHERE {READABLE} AND (forge_api_retry_after IS NULL OR forge_api_retry_after <= $1)
+             ORDER BY forge_api_retry_after IS NOT NULL, forge_api_retry_after, client_key
+             LIMIT $3)
+           AND {READABLE} AND (forge_api_retry_after IS NULL OR forge_api_retry_after <= $1)
+         RETURNING {COLUMNS}"
+    );
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(now)
+            .bind(until)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+    })
+}
+
+/// Claims one installation when it is due (never earlier: the 5-minute limit holds for
+/// reads asked for by a fresh token too). `None`: not due, no token, or claimed elsewhere.
+pub async fn claim_one(
+    db: &Db,
+    client_key: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> sqlx::Result<Option<TokenRow>> {
+    let sql = format!(
+        "UPDATE installations SET forge_api_retry_after = $3
+         WHERE client_key = $2 AND {READABLE}
+           AND (forge_api_retry_after IS NULL OR forge_api_retry_after <= $1)
+         RETURNING {COLUMNS}"
+    );
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(now)
+            .bind(client_key)
+            .bind(until)
+            .fetch_optional(p)
+            .await
+    })
+}
+
+/// What the License API said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiLicense {
+    pub active: Option<bool>,
+    pub evaluation: Option<bool>,
+    pub license_type: Option<String>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub entitlement_id: Option<String>,
+    pub entitlement_number: Option<String>,
+}
+
+/// The outcome of one read, written at once.
+#[derive(Clone, Debug)]
+pub struct ReadRecord {
+    /// `None`: the read failed (columns kept). `Some(None)`: no licence (columns cleared, the
+    /// check time set: "read, Forge reports none").
+    pub license: Option<Option<ApiLicense>>,
+    pub checked_at: DateTime<Utc>,
+    pub next_read_at: DateTime<Utc>,
+    pub failures: i32,
+    pub last_error: Option<String>,
+}
+
+/// Writes one read's outcome. `changed_at` is bumped when licence data was read, so the tenant
+/// caches of every instance pick the new licence up.
+pub async fn record(db: &Db, client_key: &str, rec: &ReadRecord) -> sqlx::Result<()> {
+    crate::on_db!(db, |p| {
+        let mut tx = p.begin_write().await?;
+        if let Some(license) = &rec.license {
+            let l = license.clone().unwrap_or_default();
+            sqlx::query(
+                "UPDATE installations SET forge_api_license_active = $2,
+                     forge_api_license_evaluation = $3, forge_api_license_type = $4,
+                     forge_api_trial_end = $5, forge_api_entitlement_id = $6,
+                     forge_api_entitlement_number = $7, forge_api_checked_at = $8,
+                     changed_at = $8
+                 WHERE client_key = $1",
+            )
+            .bind(client_key)
+            .bind(l.active)
+            .bind(l.evaluation)
+            .bind(&l.license_type)
+            .bind(l.trial_end)
+            .bind(&l.entitlement_id)
+            .bind(&l.entitlement_number)
+            .bind(rec.checked_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE installations SET forge_api_retry_after = $2, forge_api_failures = $3,
+                 forge_api_last_error = $4
+             WHERE client_key = $1",
+        )
+        .bind(client_key)
+        .bind(rec.next_read_at)
+        .bind(rec.failures)
+        .bind(&rec.last_error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    })
+}
+
+/// One page of stored system tokens, by client key after `after` ("" for the first page):
+/// the batches of `secrets rotate`. `(client_key, forge_installation_id, stored token)`.
+pub async fn tokens_page(
+    db: &Db,
+    after: &str,
+    limit: usize,
+) -> sqlx::Result<Vec<(String, String, String)>> {
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, (String, String, String)>(
+            "SELECT client_key, forge_installation_id, forge_system_token FROM installations
+             WHERE client_key > $1 AND forge_system_token IS NOT NULL
+               AND forge_installation_id IS NOT NULL
+             ORDER BY client_key LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(p)
+        .await
+    })
+}
+
+/// Replaces a token only if it is still `old` (a newer token written meanwhile wins).
+pub async fn replace_token(db: &Db, client_key: &str, old: &str, new: &str) -> sqlx::Result<bool> {
+    replace_token_or_drop(db, client_key, old, Some(new)).await
+}
+
+/// As [`replace_token`]; `None` removes the token (and its expiry).
+pub async fn replace_token_or_drop(
+    db: &Db,
+    client_key: &str,
+    old: &str,
+    new: Option<&str>,
+) -> sqlx::Result<bool> {
+    crate::on_db!(db, |p| {
+        let done = sqlx::query(
+            "UPDATE installations SET forge_system_token = $3,
+                 forge_system_token_expires_at = CASE WHEN $3 IS NULL THEN NULL
+                                                      ELSE forge_system_token_expires_at END
+             WHERE client_key = $1 AND forge_system_token = $2",
+        )
+        .bind(client_key)
+        .bind(old)
+        .bind(new)
+        .execute(p)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    })
+}
+
+/// Stored tokens not yet encrypted (written while `SECRETS_KEY` was unset).
+pub async fn count_plain_tokens(db: &Db) -> sqlx::Result<i64> {
+    crate::on_db!(db, |p| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM installations
+             WHERE forge_system_token IS NOT NULL AND forge_system_token NOT LIKE 'ck1:%'",
+        )
+        .fetch_one(p)
+        .await
+    })
+}

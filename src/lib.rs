@@ -2,7 +2,7 @@
 //! and the vendor's registry of every installation.
 //!
 //! Where things live:
-//! * [`config`] — configuration from the environment (contract §3).
+//! * [`config`] — configuration from the environment (docs/configuration.md).
 //! * [`connect`] — the protocol, pure: qsh, JWT, signed-install keys, outbound signing, descriptor.
 //! * [`forge`] — the Forge Invocation Token, pure, and the Forge key set.
 //! * [`store`] — all SQL, over SQLite or PostgreSQL.

@@ -42,7 +42,7 @@ use serde::Serialize;
 
 pub use client::Client;
 pub use join::{JoinKey, dedup_batch, join, join_values};
-pub use parser::{normalize_host, normalize_sen, parse_date, parse_license, rank_key, user_count};
+pub use parser::{normalize_host, normalize_sen, parse_date, parse_license, rank_key};
 pub use scheduler::spawn_periodic;
 pub use sync::sync_once;
 

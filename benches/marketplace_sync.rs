@@ -216,12 +216,11 @@ async fn main() -> anyhow::Result<()> {
         };
         installations::record_install(&state.db, &rec, 1, &json!({}), now).await?;
     }
-    connect_keeper::on_db!(&state.db, |p| {
-        sqlx::query("UPDATE installations SET cloud_id = 'cloud-' || substr(client_key, 8)")
-            .execute(p)
-            .await
-            .map(|_| ())
-    })?;
+    let stamp = "UPDATE installations SET cloud_id = 'cloud-' || substr(client_key, 8)";
+    match &state.db {
+        connect_keeper::store::Db::Sqlite(p) => sqlx::query(stamp).execute(p).await.map(|_| ()),
+        connect_keeper::store::Db::Postgres(p) => sqlx::query(stamp).execute(p).await.map(|_| ()),
+    }?;
     println!(
         "backend={} installations={} seeded in {:.1?} (VmHWM {} KiB)",
         a.backend,

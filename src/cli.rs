@@ -1,4 +1,4 @@
-//! The command line (contract §2). Each command is a thin layer over the same functions the
+//! The command line (docs/cli.md). Each command is a thin layer over the same functions the
 //! admin API calls (the modules of [`crate::registry`]), working on the database
 //! directly: it connects and migrates itself, so it also works on a fresh database. Changes are
 //! recorded in the audit log with the actor `cli`.

@@ -168,9 +168,38 @@ pub fn host_of(url: &str) -> Option<String> {
         .map(|h| h.to_ascii_lowercase())
 }
 
+/// The number of users in a Marketplace tier: its leading number, thousands separators
+/// allowed, with or without a space before the unit (`"10 Users"` and `"10Users"` → 10,
+/// `"1,000 Users"` → 1000); tiers without one (`"Unlimited Users"`, `"Evaluation"`,
+/// `"Subscription"`) → `None`. The one rule for the sync and the registry's views.
+pub fn tier_user_count(tier: &str) -> Option<i64> {
+    let digits: String = tier
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_count_is_the_leading_number_of_the_tier() {
+        assert_eq!(tier_user_count("10 Users"), Some(10));
+        assert_eq!(tier_user_count("10Users"), Some(10));
+        assert_eq!(tier_user_count(" 10 Users "), Some(10));
+        assert_eq!(tier_user_count("100 Users"), Some(100));
+        assert_eq!(tier_user_count("1,000 Users"), Some(1000));
+        assert_eq!(tier_user_count("1,000Users"), Some(1000));
+        assert_eq!(tier_user_count("Unlimited Users"), None);
+        assert_eq!(tier_user_count("Evaluation"), None);
+        assert_eq!(tier_user_count("Subscription"), None);
+        assert_eq!(tier_user_count("-5 Users"), None);
+        assert_eq!(tier_user_count(""), None);
+    }
 
     #[test]
     fn status_round_trips() {

@@ -1,5 +1,5 @@
-//! Verification and license enforcement in front of the app's own routes (contract §4,
-//! "Protected by the middleware"; protocol §4).
+//! Verification and license enforcement in front of the app's own routes
+//! (docs/library.md#the-guards; docs/protocol.md#jwt-on-product-requests).
 //!
 //! "The middleware writes, the extractor reads": [`Guard`] (made by [`verified`],
 //! [`licensed_api`] or [`licensed_page`]) verifies every request of the scope, resource or
@@ -391,8 +391,8 @@ pub fn fit_refusal_response(state: &crate::state::AppState, e: &FitError) -> Htt
 }
 
 /// The `lic` of a query the token covers: `Some(true)` only when every `lic` value says
-/// `active` (a module URL that adds its own `lic` yields `lic=active&lic=none`, protocol §1.4;
-/// the product's `none` must win). No `lic`, or only empty ones: `None`.
+/// `active` (a module URL that adds its own `lic` yields `lic=active&lic=none`,
+/// docs/protocol.md#lic; the product's `none` must win). No `lic`, or only empty ones: `None`.
 fn bound_lic(query: &str) -> Option<bool> {
     let mut seen = None;
     for segment in query.split('&').filter(|s| !s.is_empty()) {

@@ -1,5 +1,6 @@
-//! Background reads of each site's license and `cloudId` from the product (contract §4, last
-//! bullet of "Product-facing"; §8 "Lifecycle"; protocol §6.2 and §2.2 `cloudId`).
+//! Background reads of each site's license and `cloudId` from the product
+//! (docs/licensing.md#the-product-licence-endpoint; docs/protocol.md#product-licence-endpoint
+//! and docs/protocol.md#tenant-info-and-cloudid).
 //!
 //! For every tenant that can be called (installed, enabled or disabled, with a shared secret)
 //! the worker reads, right after a verified install and then every `HOST_LICENSE_REFRESH_SECS`:

@@ -1,33 +1,64 @@
 //! connect-keeper: the backend of an Atlassian Connect cloud app with licensing enforcement,
 //! and the vendor's registry of every installation.
 //!
+//! As a library (docs/library.md), what an app of your own needs is re-exported here:
+//! [`Config`], the [`AppState`] its handlers share, [`guard`] (the guards and the
+//! [`Verified`]/[`Licensed`] extractors), the lifecycle routes
+//! ([`routes::lifecycle::configure`]), the errors ([`ApiError`], [`registry::Error`]) and the
+//! whole server ([`Application`]).
+//!
 //! Where things live:
-//! * [`config`] — configuration from the environment (contract §3).
-//! * [`connect`] — the protocol, pure: qsh, JWT, signed-install keys, outbound signing, descriptor.
+//! * [`config`] — configuration from the environment (docs/configuration.md).
+//! * [`state`] — [`AppState`]: configuration, database, clients, caches and metrics, shared by
+//!   every handler and background task.
+//! * [`startup`] — [`Application::build`] (state, listener, server) and the background tasks.
+//! * [`guard`] — Connect verification and licence enforcement in front of the app's routes, and
+//!   the extractors handlers take.
+//! * [`routes`] — thin HTTP handlers: lifecycle callbacks, the shipped product routes, the
+//!   admin API, operations endpoints.
+//! * [`connect`] — the protocol, pure: qsh, JWT, signed-install keys, outbound signing,
+//!   descriptor, the request parts verification reads.
 //! * [`forge`] — the Forge Invocation Token, pure, and the Forge key set.
-//! * [`store`] — all SQL, over SQLite or PostgreSQL.
+//! * [`licensing`] — the request decision and the registry's licence state, pure.
+//! * [`tenants`] — what the request path knows about each tenant, without a database round
+//!   trip.
 //! * [`registry`] — lifecycle rules and vendor operations shared by the admin API and the CLI.
-//! * [`routes`] — thin HTTP handlers; [`startup`] wires them into an [`startup::Application`].
+//! * [`marketplace`] — the Marketplace licence sync.
+//! * [`store`] — all SQL, over SQLite or PostgreSQL (not a stable API: reachable for the
+//!   repository's own tests and benches).
+//! * [`error`] — the one HTTP error type and its JSON shape.
+//!
+//! Inside the crate only: the dashboard, the product licence reader, the metrics registry.
 
 pub mod cli;
 pub mod config;
 pub mod connect;
-pub mod dashboard;
+pub(crate) mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod forge;
 pub mod forge_license;
 pub mod guard;
-pub mod host_license;
+pub(crate) mod host_license;
 pub mod licensing;
 pub mod marketplace;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod secrets;
 pub mod startup;
 pub mod state;
+#[doc(hidden)]
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
+#[doc(hidden)]
 pub mod verified_tokens;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use guard::{Licensed, Verified};
+pub use startup::Application;
+pub use state::{AppState, SharedState};
+
+pub(crate) use store::on_db;

@@ -1,9 +1,10 @@
 //! License rules, pure: no I/O, no clock of their own (`now` is passed in).
 //!
 //! Two questions are answered here:
-//! * [`decide`] — may this verified request through? (contract §4, "Middleware outcomes" 2.)
+//! * [`decide`] — may this verified request through? (docs/licensing.md#the-request-decision)
 //! * [`view`] — what does the registry show as the installation's license state?
-//!   (contract §5, `license.state`, `source`, `effective_trial_end`.)
+//!   (`license.state`, `source`, `effective_trial_end`:
+//!   docs/licensing.md#the-registrys-licence-state)
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -210,10 +211,11 @@ pub struct Decision {
     pub source: Option<Source>,
 }
 
-/// The request decision, first match wins (contract §4): enforcement off; an active grant or
-/// redeemed access token; the `lic` bound by a query-bound token — `active` licenses, anything
-/// else refuses (`bound_lic` is `None` for context tokens, whose query the token does not
-/// cover, and for tokens without `lic`); with no bound `lic`, the tenant's last known license.
+/// The request decision (docs/licensing.md#the-request-decision), first match wins:
+/// enforcement off; an active grant or redeemed access token; the `lic` bound by a query-bound
+/// token — `active` licenses, anything else refuses (`bound_lic` is `None` for context tokens,
+/// whose query the token does not cover, and for tokens without `lic`); with no bound `lic`,
+/// the tenant's last known license.
 pub fn decide(
     enforcement: bool,
     grants: &[GrantFacts],
@@ -326,11 +328,11 @@ pub struct LicenseView {
     pub effective_trial_end: Option<DateTime<Utc>>,
 }
 
-/// The registry's license state (contract §5), first match wins: `free` — an active free grant
-/// or redeemed access token; `trial` — an active trial extension, or the latest license data
-/// (product endpoint or Marketplace, whichever is newer) says an active evaluation; `active` —
-/// the latest license data or the last `lic` seen (whichever is newest) says active;
-/// `unlicensed` — everything else, including no data yet.
+/// The registry's license state (docs/licensing.md#the-registrys-licence-state), first match
+/// wins: `free` — an active free grant or redeemed access token; `trial` — an active trial
+/// extension, or the latest license data (product endpoint or Marketplace, whichever is newer)
+/// says an active evaluation; `active` — the latest license data or the last `lic` seen
+/// (whichever is newest) says active; `unlicensed` — everything else, including no data yet.
 pub fn view(observations: &Observations, grants: &[GrantFacts], now: DateTime<Utc>) -> LicenseView {
     let effective_trial_end = grants
         .iter()

@@ -6,7 +6,7 @@ use connect_keeper::config::Config;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // `--database-url` (clap reads DATABASE_URL into it when the flag is absent) wins over the
-    // environment; everything else comes from the environment (contract §3).
+    // environment; everything else comes from the environment (docs/configuration.md).
     let database_url = cli.database_url.clone();
     let config = match Config::from_lookup(|k| match k {
         "DATABASE_URL" => database_url.clone(),

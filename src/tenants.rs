@@ -4,13 +4,14 @@
 //!   changes. This process drops a tenant at once after its own changes (lifecycle callbacks,
 //!   grants, tokens); a background poller ([`spawn_background`]) drops the tenants that another
 //!   process (the CLI, another instance) changed, so their changes apply within
-//!   `config.cache_refresh` plus one query — well inside the contract's 5 seconds.
+//!   `config.cache_refresh` plus one query — well inside the documented 5 seconds
+//!   (docs/configuration.md#fixed-timings).
 //! * The cache holds facts, never decisions: grants and trials end by time passing, so
 //!   activity is evaluated per request with that request's `now`
 //!   ([`crate::licensing::GrantFacts::active_at`]).
 //! * [`SeenWriter`]: the last request time and the last `lic` seen per tenant go through a
 //!   bounded channel to a background task that coalesces them per tenant and writes them
-//!   every second, so recording them never slows a request down (contract §4).
+//!   every second, so recording them never slows a request down.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};

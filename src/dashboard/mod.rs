@@ -1,4 +1,4 @@
-//! The vendor dashboard (issue 12): HTML pages under `/admin/ui/` over the same registry
+//! The vendor dashboard (docs/dashboard.md): HTML pages under `/admin/ui/` over the same registry
 //! functions the admin API and the CLI call.
 //!
 //! * [`session`] — sign-in with an admin token, the server-side session, CSRF tokens.

@@ -1,7 +1,7 @@
 //! The Forge License API: `GET {FORGE_API_URL}/forge/app/v1/license`, called with an
 //! installation's app system token (the `x-forge-oauth-system` header Forge sends to a remote).
 //! It is the Forge counterpart of the Connect product licence endpoint read by
-//! [`crate::host_license`].
+//! `crate::host_license`.
 //!
 //! Wire format (developer.atlassian.com/platform/forge/apis-reference/license-api/):
 //! * no `appId` query parameter: the calling app's own licence on the token's installation;

@@ -14,7 +14,7 @@
 //! while it works); a second caller gets [`SyncError::InProgress`].
 //!
 //! By job: [`client`] talks HTTP to the Marketplace, [`parser`] reads its pages and licenses,
-//! [`join`] finds each license's installation, [`sync`] runs one sync and [`scheduler`] runs
+//! [`join`](mod@join) finds each license's installation, [`sync`] runs one sync and [`scheduler`] runs
 //! them in the background. The HTTP route is `routes::admin::marketplace_sync`.
 //!
 //! Decisions where the Marketplace's documentation is silent:
@@ -42,7 +42,7 @@ use serde::Serialize;
 
 pub use client::Client;
 pub use join::{JoinKey, dedup_batch, join, join_values};
-pub use parser::{normalize_host, normalize_sen, parse_date, parse_license, rank_key, user_count};
+pub use parser::{normalize_host, normalize_sen, parse_date, parse_license, rank_key};
 pub use scheduler::spawn_periodic;
 pub use sync::sync_once;
 

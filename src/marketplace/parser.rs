@@ -72,14 +72,6 @@ fn date(v: &Value, field: &str) -> Option<DateTime<Utc>> {
     text(v, field).as_deref().and_then(parse_date)
 }
 
-/// The number of users in a tier: `"10 Users"` → 10, `"1,000 Users"` → 1000; tiers without a
-/// number (`"Unlimited Users"`, `"Evaluation"`, `"Subscription"`) → `None`.
-pub fn user_count(tier: &str) -> Option<i64> {
-    let first = tier.split_whitespace().next()?;
-    let digits: String = first.chars().filter(|c| *c != ',').collect();
-    digits.parse::<i64>().ok().filter(|n| *n >= 0)
-}
-
 /// A SEN without its `SEN-` prefix, upper-cased: `SEN-123`, `sen-123` and `123` are the same.
 pub fn normalize_sen(s: &str) -> Option<String> {
     let t = s.trim();
@@ -180,7 +172,7 @@ pub fn parse_license(v: &Value) -> StagedLicense {
         cloud_id: text(v, "cloudId"),
         cloud_site_hostname: text(v, "cloudSiteHostname"),
         hosting: text(v, "hosting"),
-        user_count: tier.as_deref().and_then(user_count),
+        user_count: tier.as_deref().and_then(crate::domain::tier_user_count),
         license_type,
         tier,
         status,
@@ -208,17 +200,6 @@ pub(crate) mod tests {
 
     pub(crate) fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
-    }
-
-    #[test]
-    fn tiers() {
-        assert_eq!(user_count("10 Users"), Some(10));
-        assert_eq!(user_count("100 Users"), Some(100));
-        assert_eq!(user_count("1,000 Users"), Some(1000));
-        assert_eq!(user_count("Unlimited Users"), None);
-        assert_eq!(user_count("Evaluation"), None);
-        assert_eq!(user_count("Subscription"), None);
-        assert_eq!(user_count(""), None);
     }
 
     #[test]
@@ -348,6 +329,17 @@ pub(crate) mod tests {
         let l = parse_license(&v);
         assert_eq!(l.trial_start, Some(day(2025, 3, 1)));
         assert_eq!(l.trial_end, Some(day(2025, 3, 31)));
+    }
+
+    #[test]
+    fn the_tier_gives_the_user_count_in_both_spellings() {
+        for tier in ["10 Users", "10Users"] {
+            let l = parse_license(&json!({"addonLicenseId": "1", "tier": tier}));
+            assert_eq!(l.user_count, Some(10), "{tier}");
+            assert_eq!(l.tier.as_deref(), Some(tier));
+        }
+        let l = parse_license(&json!({"addonLicenseId": "1", "tier": "Unlimited Users"}));
+        assert_eq!(l.user_count, None);
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub struct ForgeEnvironment {
 
 /// License data of an installation.
 ///
-/// `state`, `source` and `effective_trial_end` are the registry's decision (contract §5).
+/// `state`, `source` and `effective_trial_end` are the registry's decision
+/// (docs/licensing.md#the-registrys-licence-state).
 /// `license_type` and `evaluation` come from the Marketplace license when one is matched,
 /// otherwise from the product's license endpoint (`host`); the other fields exist only in
 /// Marketplace data and are `null` without it.
@@ -320,18 +321,6 @@ pub fn install_url(app_base_url: &url::Url, token: &str) -> String {
     )
 }
 
-/// The number at the start of a Marketplace tier ("10 Users" → 10); `None` for "Unlimited
-/// Users", "Evaluation", "Subscription", …
-pub fn user_count_from_tier(tier: &str) -> Option<i64> {
-    let digits: String = tier
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == ',')
-        .filter(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 fn contact(json: Option<&str>) -> Option<Contact> {
     let text = json?;
     match serde_json::from_str::<Contact>(text) {
@@ -369,9 +358,11 @@ impl Installation {
         } else {
             (row.host_license_type.clone(), row.host_license_evaluation)
         };
-        let user_count = row
-            .mp_user_count
-            .or_else(|| row.mp_tier.as_deref().and_then(user_count_from_tier));
+        let user_count = row.mp_user_count.or_else(|| {
+            row.mp_tier
+                .as_deref()
+                .and_then(crate::domain::tier_user_count)
+        });
         let license = License {
             state: row.license_state.clone(),
             source: row.license_source.clone(),
@@ -479,15 +470,6 @@ pub(crate) fn audit_entry(a: &AuditRow) -> AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_count_is_the_leading_number_of_the_tier() {
-        assert_eq!(user_count_from_tier("10 Users"), Some(10));
-        assert_eq!(user_count_from_tier("1,000 Users"), Some(1000));
-        assert_eq!(user_count_from_tier("Unlimited Users"), None);
-        assert_eq!(user_count_from_tier("Evaluation"), None);
-        assert_eq!(user_count_from_tier(""), None);
-    }
 
     #[test]
     fn installation_json_has_no_secret_and_falls_back_to_host_data() {

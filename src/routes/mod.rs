@@ -13,7 +13,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod product;
 
-/// Largest request body accepted anywhere (contract §8: 413 beyond 1 MiB).
+/// Largest request body accepted anywhere (413 beyond 1 MiB: docs/admin-api.md#errors).
 pub const MAX_BODY: usize = 1 << 20;
 
 /// The whole service: every route at the root and, when `APP_BASE_URL` has a path (e.g.

@@ -1,9 +1,10 @@
-//! The shipped example routes behind the guard (contract §4, "Protected by the middleware"):
+//! The shipped example routes behind the guard (docs/library.md#the-guards):
 //! `GET /panel`, `GET /api/whoami`, `POST /api/access-tokens/redeem`.
 //!
 //! The guard wraps each *route* rather than a scope so that a wrong method still answers 405
-//! and an unknown path 404 (contract §8) before any token is asked for. The handlers take the
-//! guard's extractors, so a route that lost its guard fails closed (500), never open.
+//! and an unknown path 404 (docs/admin-api.md#errors) before any token is asked for. The
+//! handlers take the guard's extractors, so a route that lost its guard fails closed (500),
+//! never open.
 
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
@@ -59,7 +60,7 @@ const PANEL_PAGE: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
-/// The answer of `GET /api/whoami`; typed, so no JSON tree is built per request. The same
+/// The answer of `GET /api/whoami` (docs/library.md); typed, so no JSON tree is built per request. The same
 /// for a Connect JWT and a Forge Invocation Token: `client_key` is null for an installation
 /// only Forge knows, `installation_id` null for one only Connect knows.
 #[derive(serde::Serialize)]
@@ -87,7 +88,7 @@ struct RedeemBody {
     token: Option<serde_json::Value>,
 }
 
-/// Binds an access token to the calling site (contract §6); answers the grant.
+/// Binds an access token to the calling site (docs/licensing.md#access-tokens); answers the grant.
 async fn redeem(
     verified: Verified,
     state: SharedState,

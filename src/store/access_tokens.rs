@@ -1,4 +1,5 @@
-//! The `access_tokens` table: vendor-issued codes that grant one site free use (contract §6).
+//! The `access_tokens` table: vendor-issued codes that grant one site free use
+//! (docs/licensing.md#access-tokens).
 //!
 //! Only a SHA-256 of a token is stored, so a database dump gives nobody a usable token; the
 //! token itself is shown once, when made. Rows are never deleted; revocation sets `revoked_at`.

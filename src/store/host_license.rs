@@ -1,5 +1,5 @@
 //! SQL of the background reader of each site's license endpoint and `cloudId`
-//! ([`crate::host_license`]): the `host_*` and `cloud_id` columns of `installations`.
+//! (`crate::host_license`): the `host_*` and `cloud_id` columns of `installations`.
 //!
 //! Scheduling lives in `host_next_check_at`. Taking work is an `UPDATE … WHERE
 //! host_next_check_at <= now` that moves the column to a claim deadline, so two instances

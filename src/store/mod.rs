@@ -2,7 +2,7 @@
 //!
 //! One [`Db`] enum over the two concrete sqlx pools. Query text is written once with `$n`
 //! placeholders (sqlx's SQLite driver binds `$n` by number too) and run on either pool with
-//! [`on_db!`]; a per-backend branch appears only where the dialects really differ.
+//! `on_db!`; a per-backend branch appears only where the dialects really differ.
 //! Timestamps are `DateTime<Utc>` truncated to microseconds (PostgreSQL's precision); SQLite
 //! stores them as RFC 3339 text with a `+00:00` offset, which sorts and compares correctly.
 
@@ -38,8 +38,8 @@ pub mod marketplace;
 pub mod sessions;
 
 /// Runs the same expression against whichever pool `$db` holds:
-/// `on_db!(db, |pool| sqlx::query("…").execute(pool).await)`.
-#[macro_export]
+/// `on_db!(db, |pool| sqlx::query("…").execute(pool).await)`. Crate-internal: SQL lives in
+/// `store/`, and the few other modules that need a pool reach it through here.
 macro_rules! on_db {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
@@ -48,6 +48,7 @@ macro_rules! on_db {
         }
     };
 }
+pub(crate) use on_db;
 
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -229,7 +230,7 @@ fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
 /// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails
 /// at once with SQLITE_BUSY when another connection wrote in between (WAL mode does not wait
 /// on a lock upgrade, whatever the busy timeout), so every read-then-write transaction must
-/// take the write lock up front. Use `p.begin_write()` inside [`on_db!`].
+/// take the write lock up front. Use `p.begin_write()` inside `on_db!`.
 pub trait WritePool {
     type Db: sqlx::Database;
     fn begin_write(

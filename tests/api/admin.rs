@@ -96,7 +96,7 @@ pub async fn set_marketplace(
     };
     let user_count: Option<i64> = (license_type != "EVALUATION").then_some(25);
     let trial_start = trial_end.map(|t| t - Duration::days(30));
-    connect_keeper::on_db!(db, |p| {
+    on_db!(db, |p| {
         sqlx::query(
             "UPDATE installations SET mp_license_id = $2, mp_license_type = $3, mp_status = 'active',
                  mp_tier = $4, mp_user_count = $5, mp_company = $6, mp_country = 'Germany',

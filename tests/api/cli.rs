@@ -108,7 +108,7 @@ both_backends! {
         fails(&app, &["admin-token", "revoke", "no-such-id"], "no admin token").await;
         fails(&app, &["admin-token", "create", "--name", " "], "name").await;
         // the stored form is a SHA-256, never the token
-        let stored: Vec<String> = connect_keeper::on_db!(&app.state.db, |p| {
+        let stored: Vec<String> = on_db!(&app.state.db, |p| {
             sqlx::query_scalar::<_, String>("SELECT token_hash FROM admin_tokens").fetch_all(p).await
         }).unwrap();
         assert!(stored.iter().all(|h| h.len() == 64 && h != &token));

@@ -133,7 +133,7 @@ both_backends! {
         let a = dash.post("/admin/ui/login", &[("token", "")]).await;
         assert_eq!(a.status, 401);
 
-        // The right one: 303 to the overview with the session cookie of contract §11.
+        // The right one: 303 to the overview with the session cookie (docs/dashboard.md).
         let a = dash.sign_in(ADMIN).await;
         assert_eq!(a.location.as_deref(), Some("/admin/ui/"));
         let cookie = a.set_cookie.unwrap();
@@ -386,7 +386,7 @@ both_backends! {
         app.install_payload(&body).await;
         // The lifecycle refuses a non-http(s) baseUrl today; a row from before that rule (or
         // any other writer) must still be harmless.
-        connect_keeper::on_db!(&app.state.db, |p| {
+        on_db!(&app.state.db, |p| {
             sqlx::query("UPDATE installations SET base_url = 'javascript:alert(1)' WHERE client_key = 'evil-site'")
                 .execute(p).await.map(|_| ())
         }).unwrap();
@@ -511,7 +511,7 @@ both_backends! {
             ("old-2", "enabled", now - Duration::weeks(2) + Duration::seconds(2)),
         ];
         for (k, kind, at) in history {
-            connect_keeper::on_db!(&app.state.db, |p| {
+            on_db!(&app.state.db, |p| {
                 connect_keeper::store::events::insert(p, k, kind, None, &json!({}), at).await
             })
             .unwrap();

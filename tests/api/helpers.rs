@@ -21,6 +21,18 @@ pub const RSA_PUBLIC: &str = include_str!("../fixtures/rsa_public.pem");
 pub const RSA_OTHER_PRIVATE: &str = include_str!("../fixtures/rsa_other_private.pem");
 pub const RSA_OTHER_PUBLIC: &str = include_str!("../fixtures/rsa_other_public.pem");
 
+/// Runs one expression against whichever pool the app's database holds, for tests that set
+/// up or read rows directly (the library keeps its own `on_db!` internal).
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            connect_keeper::store::Db::Sqlite($pool) => $body,
+            connect_keeper::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
 /// Makes `NAME::sqlite` and `NAME::postgres` tests from one async body taking a [`Backend`].
 /// The PostgreSQL variant is ignored, with the reason shown, when TEST_DATABASE_URL was unset
 /// at build time.

@@ -122,7 +122,20 @@ pub struct Config {
     /// First retry delay of a Marketplace page that failed with a 5xx or a network error
     /// (two retries, doubling). Not an environment variable; tests shorten it.
     pub marketplace_retry_base: Duration,
+    /// How long a request body may take to arrive before it is dropped with `408`
+    /// (docs/security.md#request-bodies). Not an environment variable; tests shorten it.
+    pub body_timeout: Duration,
+    /// Failed admin authentications allowed per client address within
+    /// [`Config::admin_auth_window`] before further attempts get `429`. Not an environment
+    /// variable.
+    pub admin_auth_max_failures: u32,
+    /// The window of [`Config::admin_auth_max_failures`]. Not an environment variable; tests
+    /// shorten it.
+    pub admin_auth_window: Duration,
 }
+
+/// The shortest `ADMIN_TOKEN` accepted at start-up.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 impl Config {
     /// The descriptor template: the file at `DESCRIPTOR_PATH`, else the built-in one.
@@ -232,7 +245,23 @@ impl Config {
             "INSTALL_KEYS_URL",
             "https://connect-install-keys.atlassian.com",
         )?;
-        let admin_token = var("ADMIN_TOKEN").map(SecretString::from);
+        let admin_token = match var("ADMIN_TOKEN") {
+            None => None,
+            // A short token can be guessed; never echo the value.
+            Some(v) if v.chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+                return Err(err(
+                    "ADMIN_TOKEN",
+                    "***",
+                    format!(
+                        "must be at least {MIN_ADMIN_TOKEN_CHARS} characters (got {}); \
+                         `openssl rand -hex 32` makes one, or leave it unset and use \
+                         `connect-keeper admin-token create`",
+                        v.chars().count()
+                    ),
+                ));
+            }
+            Some(v) => Some(SecretString::from(v)),
+        };
         let jwt_leeway_secs = secs("JWT_LEEWAY_SECS", 30)?;
         let host_license_refresh = positive("HOST_LICENSE_REFRESH_SECS", 3600)?;
         let license_enforcement = match var("LICENSE_ENFORCEMENT").as_deref() {
@@ -361,6 +390,9 @@ impl Config {
             host_retry_base: Duration::from_secs(30),
             marketplace_timeout: Duration::from_secs(30),
             marketplace_retry_base: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(10),
+            admin_auth_max_failures: 100,
+            admin_auth_window: Duration::from_secs(60),
         })
     }
 }
@@ -407,6 +439,31 @@ mod tests {
         assert!(c.license_enforcement);
         assert!(c.marketplace.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
+        assert_eq!(c.body_timeout, Duration::from_secs(10));
+        assert_eq!(c.admin_auth_max_failures, 100);
+        assert_eq!(c.admin_auth_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_without_echoing_it() {
+        let short = "a".repeat(MIN_ADMIN_TOKEN_CHARS - 1);
+        assert_eq!(cfg(&[("ADMIN_TOKEN", "a")]).unwrap_err().var, "ADMIN_TOKEN");
+        for value in ["change-me", short.as_str()] {
+            let e = cfg(&[("ADMIN_TOKEN", value)]).unwrap_err();
+            assert_eq!(e.var, "ADMIN_TOKEN");
+            let text = e.to_string();
+            assert!(
+                text.contains("ADMIN_TOKEN") && text.contains("32"),
+                "{text}"
+            );
+            assert!(!text.contains(value), "{text}");
+        }
+        let long = "b".repeat(MIN_ADMIN_TOKEN_CHARS);
+        let c = cfg(&[("ADMIN_TOKEN", long.as_str())]).unwrap();
+        assert!(c.admin_token.is_some());
+        assert!(!format!("{c:?}").contains(&long));
+        // Unset (or empty) is fine: admin tokens are then made with the CLI.
+        assert!(cfg(&[("ADMIN_TOKEN", "")]).unwrap().admin_token.is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod error;
 pub mod forge;
 pub mod guard;
 pub mod host_license;
+pub mod http_client;
 pub mod licensing;
 pub mod marketplace;
 pub mod metrics;

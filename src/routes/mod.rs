@@ -8,7 +8,9 @@ use actix_web::{HttpResponse, web};
 use crate::error::json_error;
 
 pub mod admin;
+pub mod auth_throttle;
 pub mod lifecycle;
+pub mod limits;
 pub mod ops;
 pub mod product;
 

@@ -13,5 +13,6 @@ mod hardening;
 mod license_data;
 mod lifecycle;
 mod log_levels;
+mod net_hardening;
 mod process;
 mod product;

@@ -12,7 +12,7 @@ set -euo pipefail
 BIN=${BIN:-target/release/connect-keeper}
 PORT=${PORT:-18090}
 COUNT=${COUNT:-100000}
-TOKEN=bench-admin-token-not-secret
+TOKEN=bench-admin-token-not-secret-0123456789
 U=http://127.0.0.1:$PORT
 
 if [ "${SEED:-1}" = 1 ]; then

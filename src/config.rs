@@ -128,7 +128,20 @@ pub struct Config {
     /// The least time between two reads of the Forge License API for one installation:
     /// Atlassian's limit, 5 minutes. Not an environment variable; tests shorten it.
     pub forge_license_min_interval: Duration,
+    /// How long a request body may take to arrive before it is dropped with `408`
+    /// (docs/security.md#request-bodies). Not an environment variable; tests shorten it.
+    pub body_timeout: Duration,
+    /// Failed admin authentications allowed per client address within
+    /// [`Config::admin_auth_window`] before further attempts get `429`. Not an environment
+    /// variable.
+    pub admin_auth_max_failures: u32,
+    /// The window of [`Config::admin_auth_max_failures`]. Not an environment variable; tests
+    /// shorten it.
+    pub admin_auth_window: Duration,
 }
+
+/// The shortest `ADMIN_TOKEN` accepted at start-up.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 impl Config {
     /// The descriptor template: the file at `DESCRIPTOR_PATH`, else the built-in one.
@@ -238,7 +251,23 @@ impl Config {
             "INSTALL_KEYS_URL",
             "https://connect-install-keys.atlassian.com",
         )?;
-        let admin_token = var("ADMIN_TOKEN").map(SecretString::from);
+        let admin_token = match var("ADMIN_TOKEN") {
+            None => None,
+            // A short token can be guessed; never echo the value.
+            Some(v) if v.chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+                return Err(err(
+                    "ADMIN_TOKEN",
+                    "***",
+                    format!(
+                        "must be at least {MIN_ADMIN_TOKEN_CHARS} characters (got {}); \
+                         `openssl rand -hex 32` makes one, or leave it unset and use \
+                         `connect-keeper admin-token create`",
+                        v.chars().count()
+                    ),
+                ));
+            }
+            Some(v) => Some(SecretString::from(v)),
+        };
         let jwt_leeway_secs = secs("JWT_LEEWAY_SECS", 30)?;
         let host_license_refresh = positive("HOST_LICENSE_REFRESH_SECS", 3600)?;
         let license_enforcement = match var("LICENSE_ENFORCEMENT").as_deref() {
@@ -369,6 +398,9 @@ impl Config {
             marketplace_retry_base: Duration::from_secs(1),
             forge_jwks_cooldown: crate::forge::keys::REFETCH_COOLDOWN,
             forge_license_min_interval: crate::forge::license_api::MIN_INTERVAL,
+            body_timeout: Duration::from_secs(10),
+            admin_auth_max_failures: 100,
+            admin_auth_window: Duration::from_secs(60),
         })
     }
 }
@@ -415,6 +447,31 @@ mod tests {
         assert!(c.license_enforcement);
         assert!(c.marketplace.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
+        assert_eq!(c.body_timeout, Duration::from_secs(10));
+        assert_eq!(c.admin_auth_max_failures, 100);
+        assert_eq!(c.admin_auth_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_without_echoing_it() {
+        let short = "a".repeat(MIN_ADMIN_TOKEN_CHARS - 1);
+        assert_eq!(cfg(&[("ADMIN_TOKEN", "a")]).unwrap_err().var, "ADMIN_TOKEN");
+        for value in ["change-me", short.as_str()] {
+            let e = cfg(&[("ADMIN_TOKEN", value)]).unwrap_err();
+            assert_eq!(e.var, "ADMIN_TOKEN");
+            let text = e.to_string();
+            assert!(
+                text.contains("ADMIN_TOKEN") && text.contains("32"),
+                "{text}"
+            );
+            assert!(!text.contains(value), "{text}");
+        }
+        let long = "b".repeat(MIN_ADMIN_TOKEN_CHARS);
+        let c = cfg(&[("ADMIN_TOKEN", long.as_str())]).unwrap();
+        assert!(c.admin_token.is_some());
+        assert!(!format!("{c:?}").contains(&long));
+        // Unset (or empty) is fine: admin tokens are then made with the CLI.
+        assert!(cfg(&[("ADMIN_TOKEN", "")]).unwrap().admin_token.is_none());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod forge;
 pub mod forge_license;
 pub mod guard;
 pub(crate) mod host_license;
+pub(crate) mod http_client;
 pub mod licensing;
 pub mod marketplace;
 pub(crate) mod metrics;

@@ -55,9 +55,13 @@ impl Application {
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         let base_path = state.base_path.clone();
+        let limits = crate::routes::limits::RequestLimits {
+            body_timeout: state.config.body_timeout,
+        };
         let server = HttpServer::new(move || {
             let base_path = base_path.clone();
             App::new()
+                .wrap(limits)
                 .wrap(crate::routes::json_errors())
                 .wrap(crate::routes::ops::RequestMetrics)
                 .wrap(TracingLogger::<KeeperRootSpan>::new())

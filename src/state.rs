@@ -2,8 +2,6 @@
 //! built once by [`AppState::new`] and shared by reference with every handler and background
 //! task (as [`SharedState`] in actix's `app_data`).
 
-use std::time::Duration;
-
 use actix_web::web;
 use anyhow::Context;
 
@@ -20,7 +18,8 @@ pub struct AppState {
     pub db: Db,
     pub descriptor: Descriptor,
     pub install_keys: InstallKeys,
-    /// The one outbound HTTP client (timeouts set), for the product and the Marketplace.
+    /// The one outbound HTTP client (timeouts set, no redirect to another origin:
+    /// [`crate::http_client`]), for the product, the Marketplace and the key servers.
     pub http: reqwest::Client,
     /// The Marketplace reporting API of this app (credentials from `MARKETPLACE_*`).
     pub marketplace: crate::marketplace::Client,
@@ -43,6 +42,8 @@ pub struct AppState {
     pub forge_keys: Option<crate::forge::keys::ForgeKeys>,
     /// What a FIT must satisfy (`FORGE_APP_ID`, `FORGE_ENVIRONMENTS`, `JWT_LEEWAY_SECS`).
     pub fit_policy: crate::forge::fit::FitPolicy,
+    /// Failed admin authentications per client address (admin API and dashboard sign-in).
+    pub admin_throttle: crate::routes::auth_throttle::AuthThrottle,
 }
 
 pub type SharedState = web::Data<AppState>;
@@ -89,22 +90,20 @@ impl AppState {
             tenants,
             seen: crate::tenants::SeenWriter::new(),
             verified_tokens: crate::verified_tokens::VerifiedTokens::default(),
+            admin_throttle: crate::routes::auth_throttle::AuthThrottle::new(
+                config.admin_auth_max_failures,
+                config.admin_auth_window,
+            ),
             config,
         })
     }
 }
 
 /// The one outbound HTTP client: 5 s to connect, 10 s per request unless a caller sets its
-/// own, a `connect-keeper/<version>` user agent, rustls with ring.
+/// own, a `connect-keeper/<version>` user agent, rustls with ring, redirects only within the
+/// origin ([`crate::http_client`]).
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    // reqwest is built without a bundled TLS provider; use ring's (pure build, no cmake).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .user_agent(concat!("connect-keeper/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")
+    crate::http_client::default_client().context("building the HTTP client")
 }
 
 /// Without `SECRETS_KEY` (docs/configuration.md#secrets_key) secrets are stored as they are,

@@ -101,7 +101,32 @@ pub async fn login(state: SharedState, req: HttpRequest, body: web::Bytes) -> Ht
     let token = fields.get("token").map(String::as_str).unwrap_or_default();
     let root = root(&req);
     let now = crate::store::now();
-    match session::sign_in(&state.db, state.config.admin_token.as_ref(), token, now).await {
+    // The sign-in form checks admin tokens too: it shares the admin API's per-address throttle.
+    let client = crate::routes::auth_throttle::Client::of(req.peer_addr().map(|a| a.ip()));
+    if let Err(wait) = state
+        .admin_throttle
+        .check(client, std::time::Instant::now())
+    {
+        let mut res = pages::html_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(
+                &root,
+                Some("Too many failed sign-ins from this address; try again later."),
+            ),
+        );
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(crate::routes::auth_throttle::retry_after_secs(wait)),
+        );
+        return res;
+    }
+    let outcome = session::sign_in(&state.db, state.config.admin_token.as_ref(), token, now).await;
+    if matches!(outcome, Err(session::SignInError::Invalid)) && !token.is_empty() {
+        state
+            .admin_throttle
+            .failed(client, std::time::Instant::now());
+    }
+    match outcome {
         Ok((secret, _)) => {
             let secure = state.config.app_base_url.scheme() == "https";
             let cookie = session::set_cookie(secure, &secret, session::LIFETIME.num_seconds());

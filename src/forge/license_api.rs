@@ -36,8 +36,6 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// A whole read (connect, headers, body) gets this long.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Same-origin redirects followed at most (a load balancer moving a path); none to elsewhere.
-const MAX_REDIRECTS: usize = 3;
 /// A `Retry-After` beyond this is taken as this: a broken header must not silence an
 /// installation's licence reads for months.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
@@ -127,12 +125,8 @@ impl LicenseApi {
 
     /// As [`LicenseApi::new`] with another time limit per read (tests).
     pub fn with_timeout(api_url: &Url, timeout: Duration) -> Result<LicenseApi, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .timeout(timeout)
-            .redirect(same_origin_redirects())
-            .user_agent(concat!("connect-keeper/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // Same-origin redirects only (crate::http_client): the token must stay at FORGE_API_URL.
+        let http = crate::http_client::build(CONNECT_TIMEOUT.min(timeout), timeout)?;
         Ok(LicenseApi {
             url: license_url(api_url),
             http,
@@ -186,20 +180,6 @@ pub fn license_url(api_url: &Url) -> Url {
     url.set_query(None);
     url.set_fragment(None);
     url
-}
-
-fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let same_origin = attempt
-            .previous()
-            .first()
-            .is_some_and(|first| first.origin() == attempt.url().origin());
-        if !same_origin || attempt.previous().len() > MAX_REDIRECTS {
-            attempt.stop()
-        } else {
-            attempt.follow()
-        }
-    })
 }
 
 async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, LicenseApiError> {

@@ -76,29 +76,71 @@ pub async fn authorize(
     Ok(AdminActor(caller.actor))
 }
 
-/// The scope's middleware: 401 JSON unless [`authorize`] accepts the caller.
+/// The answer to a client address that failed admin authentication too often
+/// ([`crate::routes::auth_throttle`]).
+pub fn too_many_attempts(wait: std::time::Duration) -> HttpResponse {
+    let mut res = crate::error::json_error(
+        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        "too many failed admin authentications from this address; try again later",
+    );
+    res.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(crate::routes::auth_throttle::retry_after_secs(wait)),
+    );
+    res
+}
+
+enum Refused {
+    Throttled(std::time::Duration),
+    Error(ApiError),
+}
+
+/// The scope's middleware: 401 JSON unless [`authorize`] accepts the caller; `429` for an
+/// address that failed too often. Every answer of the scope is `Cache-Control: no-store`: it
+/// may carry a new token, or what a vendor knows about their customers.
 async fn require_admin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let outcome = match req.app_data::<SharedState>() {
         Some(state) => {
+            let client = crate::routes::auth_throttle::Client::of(req.peer_addr().map(|a| a.ip()));
             let header = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            authorize(&state.db, state.config.admin_token.as_ref(), header).await
+            match state
+                .admin_throttle
+                .check(client, std::time::Instant::now())
+            {
+                Err(wait) => Err(Refused::Throttled(wait)),
+                Ok(()) => {
+                    let outcome =
+                        authorize(&state.db, state.config.admin_token.as_ref(), header).await;
+                    // A presented token that is wrong is a guess; no token at all is not.
+                    if matches!(outcome, Err(ApiError::Unauthorized { .. })) && header.is_some() {
+                        state
+                            .admin_throttle
+                            .failed(client, std::time::Instant::now());
+                    }
+                    outcome.map_err(Refused::Error)
+                }
+            }
         }
-        None => Err(ApiError::Internal(anyhow::anyhow!(
+        None => Err(Refused::Error(ApiError::Internal(anyhow::anyhow!(
             "AppState is not registered"
-        ))),
+        )))),
     };
-    match outcome {
+    let mut res = match outcome {
         Ok(actor) => {
             req.extensions_mut().insert(actor);
-            Ok(next.call(req).await?.map_into_left_body())
+            next.call(req).await?.map_into_left_body()
         }
-        Err(e) => {
+        Err(Refused::Throttled(wait)) => req
+            .into_response(too_many_attempts(wait))
+            .map_into_right_body(),
+        Err(Refused::Error(e)) => {
             let mut res = e.error_response();
             if matches!(e, ApiError::Unauthorized { .. }) {
                 res.headers_mut().insert(
@@ -106,9 +148,14 @@ async fn require_admin(
                     header::HeaderValue::from_static("Bearer realm=\"connect-keeper admin\""),
                 );
             }
-            Ok(req.into_response(res).map_into_right_body())
+            req.into_response(res).map_into_right_body()
         }
-    }
+    };
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
 }
 
 /// Mounts the admin scope. Called from [`super::configure`].

@@ -8,8 +8,10 @@ use actix_web::{HttpResponse, web};
 use crate::error::json_error;
 
 pub mod admin;
+pub mod auth_throttle;
 pub mod forge;
 pub mod lifecycle;
+pub mod limits;
 pub mod ops;
 pub mod product;
 

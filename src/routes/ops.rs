@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
 
 use crate::error::json_error;
@@ -54,8 +54,26 @@ async fn metrics(state: SharedState) -> HttpResponse {
         .body(state.metrics.render())
 }
 
+/// The `method` label: one of the standard methods, or `OTHER`. HTTP lets a client invent
+/// any method name, and each new label value is a new series kept for the life of the process.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
 /// Counts requests and their latency by route pattern (never the raw path: client keys and
-/// ids in paths would make unbounded label sets) and status.
+/// ids in paths would make unbounded label sets; `unmatched` for no route), method
+/// ([`method_label`]) and status.
 pub struct RequestMetrics;
 
 impl<S, B> Transform<S, ServiceRequest> for RequestMetrics
@@ -96,7 +114,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
         let state = req.app_data::<SharedState>().cloned();
-        let method = req.method().as_str().to_owned();
+        let method = method_label(req.method());
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await?;
@@ -109,7 +127,7 @@ where
                 state
                     .metrics
                     .http_requests
-                    .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+                    .with_label_values(&[route.as_str(), method, status.as_str()])
                     .inc();
                 state
                     .metrics
@@ -119,5 +137,20 @@ where
             }
             Ok(res)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for invented in ["FOO", "get", "PROPFIND", "X-1234"] {
+            let m = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "OTHER", "{invented}");
+        }
     }
 }

@@ -6,8 +6,12 @@
 //! handlers take the guard's extractors, so a route that lost its guard fails closed (500),
 //! never open.
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::web::Bytes;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::connect::jwt::QshPolicy;
@@ -20,6 +24,7 @@ use crate::state::SharedState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/panel")
+            .wrap(from_fn(page_headers))
             .route(web::get().to(panel).wrap(guard::licensed_page()))
             .default_service(web::to(super::method_not_allowed)),
     )
@@ -37,6 +42,73 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .default_service(web::to(super::method_not_allowed)),
     );
+}
+
+/// Who may frame the product pages: Atlassian's cloud domains (docs/security.md#headers).
+pub const FRAME_ANCESTORS: &str = "'self' https://*.atlassian.net https://*.jira.com";
+
+/// The `frame-ancestors` sources of a page shown to `site`: [`FRAME_ANCESTORS`], plus the
+/// site's own origins (its `baseUrl`, and its `displayUrl` when the site has a custom domain)
+/// when the wildcards do not cover them. Origins are re-serialised from a parsed URL, so a
+/// stored value cannot add a directive.
+pub fn frame_ancestors(site: Option<&crate::tenants::TenantSnapshot>) -> String {
+    let mut sources = FRAME_ANCESTORS.to_owned();
+    let Some(site) = site else {
+        return sources;
+    };
+    for url in [Some(site.base_url()), site.display_url()]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(parsed) = url::Url::parse(url) else {
+            continue;
+        };
+        let Some(host) = parsed.host_str() else {
+            continue;
+        };
+        let covered = parsed.scheme() == "https"
+            && parsed.port().is_none()
+            && (host.ends_with(".atlassian.net") || host.ends_with(".jira.com"));
+        if covered || !matches!(parsed.scheme(), "https" | "http") {
+            continue;
+        }
+        let origin = parsed.origin().ascii_serialization();
+        if !sources.split(' ').any(|s| s == origin) {
+            sources.push(' ');
+            sources.push_str(&origin);
+        }
+    }
+    sources
+}
+
+/// Headers of the iframe page, on every answer (a refusal too): its URL carries a JWT, so it
+/// is never cached and never sent as a referrer, and only Atlassian's pages (and the site's
+/// own origin) may frame it. Never `X-Frame-Options`: the page lives in an iframe.
+async fn page_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    let csp = {
+        let ext = res.request().extensions();
+        let site = ext.get::<Licensed>().map(|l| &*l.verified.tenant);
+        format!("frame-ancestors {}", frame_ancestors(site))
+    };
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    h.remove(header::X_FRAME_OPTIONS);
+    Ok(res)
 }
 
 /// The iframe page of a licensed site. Nothing from the request is echoed into the HTML.

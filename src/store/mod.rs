@@ -206,13 +206,7 @@ fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
     let base = if path == ":memory:" {
         SqliteConnectOptions::from_str("sqlite::memory:")?
     } else {
-        if let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the database folder {}", dir.display()))?;
-        }
+        create_private(Path::new(path))?;
         SqliteConnectOptions::new().filename(path)
     };
     Ok(base
@@ -223,6 +217,30 @@ fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true))
+}
+
+/// Creates a missing SQLite file readable by its owner only (0600), and missing folders on
+/// its way 0700: the file holds every tenant's shared secret. SQLite gives its `-wal` and
+/// `-shm` files the main file's mode. An existing file or folder is left as it is.
+fn create_private(file: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .with_context(|| format!("creating the database folder {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating the database file {}", file.display())),
+    }
 }
 
 /// Starting a write transaction the same way on both backends.

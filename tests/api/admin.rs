@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-pub const ADMIN: &str = "test-admin-token-9f8e7d6c5b4a";
+pub const ADMIN: &str = "test-admin-token-9f8e7d6c5b4a3f2e1d0c";
 
 pub async fn spawn_admin(backend: Backend) -> TestApp {
     TestApp::spawn_with(backend, &[("ADMIN_TOKEN", ADMIN)]).await

@@ -17,6 +17,7 @@ mod hardening;
 mod license_data;
 mod lifecycle;
 mod log_levels;
+mod net_hardening;
 mod process;
 mod product;
 mod search;

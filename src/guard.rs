@@ -1,5 +1,5 @@
-//! Verification and license enforcement in front of the app's own routes (contract §4,
-//! "Protected by the middleware"; protocol §4).
+//! Verification and license enforcement in front of the app's own routes (docs/library.md;
+//! the checks and their order: docs/protocol.md).
 //!
 //! "The middleware writes, the extractor reads": [`Guard`] (made by [`verified`],
 //! [`licensed_api`] or [`licensed_page`]) verifies every request of the scope, resource or
@@ -11,6 +11,44 @@
 //! The work is done by two plain functions, testable without actix: [`present`] finds the
 //! token and the tenant it claims; [`authorize`] verifies it against that tenant and decides
 //! the license. Neither does I/O: the tenant comes from [`crate::tenants::TenantCache`].
+//!
+//! Wrap a scope (every route in it, also those added later) or a single route, and take the
+//! extractor in the handler:
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, web};
+//! use connect_keeper::connect::jwt::QshPolicy;
+//! use connect_keeper::guard::{self, Licensed, Verified};
+//!
+//! // Front-end API: query-bound or context token, licence required (JSON 403 otherwise).
+//! async fn stats(licensed: Licensed) -> HttpResponse {
+//!     HttpResponse::Ok().json(serde_json::json!({
+//!         "client_key": licensed.verified.client_key(),
+//!         "source": licensed.source.as_str(),
+//!     }))
+//! }
+//!
+//! // A webhook: verified, no licence needed.
+//! async fn hook(verified: Verified) -> HttpResponse {
+//!     tracing::info!(client_key = verified.client_key(), "webhook");
+//!     HttpResponse::NoContent().finish()
+//! }
+//!
+//! let app = App::new()
+//!     .service(
+//!         web::scope("/api")
+//!             .wrap(guard::licensed_api())
+//!             .route("/stats", web::get().to(stats)),
+//!     )
+//!     .route(
+//!         "/webhooks/issue-updated",
+//!         web::post().to(hook).wrap(guard::verified(QshPolicy::RequestOnly)),
+//!     );
+//! # drop(app);
+//! ```
+//!
+//! The guard finds [`crate::state::AppState`] in the app data (`.app_data(web::Data::new(state))`);
+//! without it, it answers `500` rather than let a request through.
 
 use std::borrow::Cow;
 use std::future::{Ready, ready};

@@ -14,7 +14,7 @@
 //! while it works); a second caller gets [`SyncError::InProgress`].
 //!
 //! By job: [`client`] talks HTTP to the Marketplace, [`parser`] reads its pages and licenses,
-//! [`join`] finds each license's installation, [`sync`] runs one sync and [`scheduler`] runs
+//! [`join`](mod@join) finds each license's installation, [`sync`] runs one sync and [`scheduler`] runs
 //! them in the background. The HTTP route is `routes::admin::marketplace_sync`.
 //!
 //! Decisions where the Marketplace's documentation is silent:

@@ -20,7 +20,7 @@ pub async fn refresh(db: &Db, client_key: &str) -> sqlx::Result<()> {
 }
 
 /// Recomputes the views of many tenants (after a Marketplace sync, or when grants ran out),
-/// in rounds of [`REFRESH_BATCH`]: one transaction per round rather than three statements
+/// in rounds of `REFRESH_BATCH`: one transaction per round rather than three statements
 /// and a commit per tenant. Unknown tenants are ignored.
 pub async fn refresh_many(db: &Db, client_keys: &[String]) -> sqlx::Result<()> {
     let now = crate::store::now();

@@ -1,6 +1,6 @@
 //! The vendor's admin API (contract §5), all under `/admin`.
 //!
-//! Protection is on the scope: [`require_admin`] runs before every route of the scope (and its
+//! Protection is on the scope: `require_admin` runs before every route of the scope (and its
 //! 404 fallback), so a handler that forgets to ask for the caller cannot be left open. The
 //! middleware writes the caller into the request extensions; the [`AdminActor`] extractor
 //! reads it for the audit trail ("the middleware writes, the extractor reads").

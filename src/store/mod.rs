@@ -2,7 +2,7 @@
 //!
 //! One [`Db`] enum over the two concrete sqlx pools. Query text is written once with `$n`
 //! placeholders (sqlx's SQLite driver binds `$n` by number too) and run on either pool with
-//! [`on_db!`]; a per-backend branch appears only where the dialects really differ.
+//! [`on_db!`](crate::on_db); a per-backend branch appears only where the dialects really differ.
 //! Timestamps are `DateTime<Utc>` truncated to microseconds (PostgreSQL's precision); SQLite
 //! stores them as RFC 3339 text with a `+00:00` offset, which sorts and compares correctly.
 
@@ -226,7 +226,7 @@ fn sqlite_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
 /// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails
 /// at once with SQLITE_BUSY when another connection wrote in between (WAL mode does not wait
 /// on a lock upgrade, whatever the busy timeout), so every read-then-write transaction must
-/// take the write lock up front. Use `p.begin_write()` inside [`on_db!`].
+/// take the write lock up front. Use `p.begin_write()` inside [`on_db!`](crate::on_db).
 pub trait WritePool {
     type Db: sqlx::Database;
     fn begin_write(

@@ -16,3 +16,5 @@ mod lifecycle;
 mod log_levels;
 mod process;
 mod product;
+mod test_db;
+mod vendor_app;

@@ -1,8 +1,13 @@
 //! A vendor's own actix-web app using connect-keeper as a library: the verified lifecycle
-//! callbacks and descriptor, the Forge lifecycle routes, plus the vendor's pages and API behind
-//! the same verification and licensing guards — for Connect and Forge Remote alike.
-//! Configured by the same environment variables as the server (docs/configuration.md; set
-//! `FORGE_APP_ID` for Forge). Run: `cargo run --example vendor_app`.
+//! callbacks and a descriptor whose page points at this app's own route, the Forge lifecycle
+//! routes, plus the vendor's pages and API behind the same verification and licensing guards —
+//! for Connect and Forge Remote alike. Configured by the same environment variables as the
+//! server (docs/configuration.md; set `FORGE_APP_ID` for Forge). Run it from the repository:
+//! `cargo run --example vendor_app`.
+//!
+//! docs/library.md shows this file from its first `use` on, and `tests/api/vendor_app.rs` keeps
+//! the two identical; that test also compiles this file and calls every page its descriptor
+//! declares.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use connect_keeper::config::Config;
@@ -10,53 +15,62 @@ use connect_keeper::connect::jwt::QshPolicy;
 use connect_keeper::guard::{self, Licensed, Verified};
 use connect_keeper::state::AppState;
 
+/// This app's descriptor template (`DESCRIPTOR_PATH`, when set, wins): its page module points
+/// at `/pages/report` below. The built-in template points at the shipped server's `/panel`,
+/// which this app does not serve.
+pub const DESCRIPTOR: &str = "examples/vendor_app.json";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    config
+        .descriptor_path
+        .get_or_insert_with(|| DESCRIPTOR.to_owned());
     connect_keeper::telemetry::init(config.log_format);
     let bind = config.bind_addr;
     // Connects and migrates the database; builds the tenant cache and the "seen" writer.
     let state = web::Data::new(AppState::new(config).await?);
-    // Cache refresh from other processes, last-seen/`lic` writer, license reads, sweeps.
+    // Cache refresh from other processes, last-seen/`lic` writer, licence reads, sweeps.
     connect_keeper::startup::spawn_background(&state);
 
-    HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            // POST /installed, /uninstalled, /enabled, /disabled and GET /atlassian-connect.json
-            .configure(connect_keeper::routes::lifecycle::configure)
-            // POST /forge/lifecycle, /forge/pre-uninstall, /forge/heartbeat (Forge triggers)
-            .configure(connect_keeper::routes::forge::configure)
-            // Iframe pages: query-bound JWT, license required (HTML 403 otherwise).
-            .service(
-                web::scope("/pages")
-                    .wrap(guard::licensed_page())
-                    .route("/report", web::get().to(report)),
-            )
-            // Front-end API: query-bound or context JWT, license required (JSON 403 otherwise).
-            .service(
-                web::scope("/api")
-                    .wrap(guard::licensed_api())
-                    .route("/stats", web::get().to(stats)),
-            )
-            // Forge Remote: the endpoint a Forge UI module calls with `invokeRemote`. The same
-            // guard: a Forge Invocation Token (Bearer) or a Connect JWT, licence required.
-            .service(
-                web::scope("/remote")
-                    .wrap(guard::licensed_api())
-                    .route("/summary", web::post().to(remote_summary)),
-            )
-            // Webhooks: verified (query-bound JWT), no license needed.
-            .service(
-                web::scope("/webhooks")
-                    .wrap(guard::verified(QshPolicy::RequestOnly))
-                    .route("/issue-updated", web::post().to(issue_updated)),
-            )
-    })
-    .bind(bind)?
-    .run()
-    .await?;
+    HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+        .bind(bind)?
+        .run()
+        .await?;
     Ok(())
+}
+
+/// Every route of the app.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    // POST /installed, /uninstalled, /enabled, /disabled and GET /atlassian-connect.json
+    cfg.configure(connect_keeper::routes::lifecycle::configure)
+        // POST /forge/lifecycle, /forge/pre-uninstall, /forge/heartbeat (Forge triggers)
+        .configure(connect_keeper::routes::forge::configure)
+        // Iframe pages: query-bound JWT, licence required (HTML 403 otherwise).
+        .service(
+            web::scope("/pages")
+                .wrap(guard::licensed_page())
+                .route("/report", web::get().to(report)),
+        )
+        // Front-end API: query-bound or context JWT, licence required (JSON 403 otherwise).
+        .service(
+            web::scope("/api")
+                .wrap(guard::licensed_api())
+                .route("/stats", web::get().to(stats)),
+        )
+        // Forge Remote: the endpoint a Forge UI module calls with `invokeRemote`. The same
+        // guard: a Forge Invocation Token (Bearer) or a Connect JWT, licence required.
+        .service(
+            web::scope("/remote")
+                .wrap(guard::licensed_api())
+                .route("/summary", web::post().to(remote_summary)),
+        )
+        // Webhooks: verified (query-bound JWT), no licence needed.
+        .service(
+            web::scope("/webhooks")
+                .wrap(guard::verified(QshPolicy::RequestOnly))
+                .route("/issue-updated", web::post().to(issue_updated)),
+        );
 }
 
 async fn report(licensed: Licensed) -> HttpResponse {
@@ -72,8 +86,8 @@ async fn stats(licensed: Licensed) -> HttpResponse {
     let tenant = &licensed.verified.tenant;
     HttpResponse::Ok().json(serde_json::json!({
         "client_key": licensed.verified.client_key(),
+        "user": licensed.verified.account_id(),
         "product": tenant.product_type(),
-        "base_url": tenant.base_url(),
     }))
 }
 

@@ -17,6 +17,44 @@
 //! found in the same cache by installation id (registered at first sight), and its licence
 //! decided by [`licensing::decide_fit`]. The handler gets the same [`Verified`] and
 //! [`Licensed`] values either way; [`licensed_page`] accepts Connect tokens only.
+//!
+//! Wrap a scope (every route in it, also those added later) or a single route, and take the
+//! extractor in the handler:
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, web};
+//! use connect_keeper::connect::jwt::QshPolicy;
+//! use connect_keeper::guard::{self, Licensed, Verified};
+//!
+//! // Front-end API: query-bound or context token, licence required (JSON 403 otherwise).
+//! async fn stats(licensed: Licensed) -> HttpResponse {
+//!     HttpResponse::Ok().json(serde_json::json!({
+//!         "client_key": licensed.verified.client_key(),
+//!         "source": licensed.source.as_str(),
+//!     }))
+//! }
+//!
+//! // A webhook: verified, no licence needed.
+//! async fn hook(verified: Verified) -> HttpResponse {
+//!     tracing::info!(client_key = verified.client_key(), "webhook");
+//!     HttpResponse::NoContent().finish()
+//! }
+//!
+//! let app = App::new()
+//!     .service(
+//!         web::scope("/api")
+//!             .wrap(guard::licensed_api())
+//!             .route("/stats", web::get().to(stats)),
+//!     )
+//!     .route(
+//!         "/webhooks/issue-updated",
+//!         web::post().to(hook).wrap(guard::verified(QshPolicy::RequestOnly)),
+//!     );
+//! # drop(app);
+//! ```
+//!
+//! The guard finds [`crate::state::AppState`] in the app data (`.app_data(web::Data::new(state))`);
+//! without it, it answers `500` rather than let a request through.
 
 use std::borrow::Cow;
 use std::future::{Ready, ready};

@@ -7,6 +7,39 @@
 //! ([`routes::lifecycle::configure`]), the errors ([`ApiError`], [`registry::Error`]) and the
 //! whole server ([`Application`]).
 //!
+//! ```no_run
+//! use actix_web::{App, HttpResponse, HttpServer, web};
+//! use connect_keeper::config::Config;
+//! use connect_keeper::guard::{self, Licensed};
+//! use connect_keeper::state::AppState;
+//!
+//! async fn report(licensed: Licensed) -> HttpResponse {
+//!     HttpResponse::Ok().body(format!("licensed via {}", licensed.source.as_str()))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     let config = Config::from_env()?;
+//!     let bind = config.bind_addr;
+//!     let state = web::Data::new(AppState::new(config).await?);
+//!     connect_keeper::startup::spawn_background(&state);
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .app_data(state.clone())
+//!             .configure(connect_keeper::routes::lifecycle::configure)
+//!             .service(
+//!                 web::scope("/pages")
+//!                     .wrap(guard::licensed_page())
+//!                     .route("/report", web::get().to(report)),
+//!             )
+//!     })
+//!     .bind(bind)?
+//!     .run()
+//!     .await?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! Where things live:
 //! * [`config`] — configuration from the environment (docs/configuration.md).
 //! * [`state`] — [`AppState`]: configuration, database, clients, caches and metrics, shared by
@@ -63,3 +96,8 @@ pub use startup::Application;
 pub use state::{AppState, SharedState};
 
 pub(crate) use store::on_db;
+
+/// docs/library.md, whose Rust blocks `cargo test` compiles as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+pub struct LibraryGuide;

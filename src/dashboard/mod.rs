@@ -6,10 +6,10 @@
 //!   whatever it interpolates unless told otherwise, and this module never tells it).
 //! * [`handlers`] — the routes: parse the form or query, call the registry, render or redirect.
 //!
-//! Protection is on the scope, as for the admin API: [`require_session`] wraps every route but
+//! Protection is on the scope, as for the admin API: `require_session` wraps every route but
 //! the sign-in form and the stylesheet, and for a POST it checks the CSRF token before the
 //! handler runs (it reads the form body, then hands it on), so a handler cannot forget either.
-//! [`security_headers`] wraps the whole scope: a strict Content-Security-Policy (no inline
+//! `security_headers` wraps the whole scope: a strict Content-Security-Policy (no inline
 //! script, nothing from another origin), `X-Frame-Options: DENY`, no caching. The Connect
 //! iframe pages are elsewhere and are not touched.
 
@@ -128,7 +128,7 @@ async fn security_headers(
     Ok(res)
 }
 
-/// The session of a signed-in request, as [`require_session`] stored it.
+/// The session of a signed-in request, as `require_session` stored it.
 pub struct Signed(pub Session);
 
 impl FromRequest for Signed {

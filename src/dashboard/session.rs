@@ -69,7 +69,7 @@ impl Session {
             && bool::from(presented.as_bytes().ct_eq(self.csrf.as_bytes()))
     }
 
-    /// Stores `message` for the next page of this session, encrypted (see [`seal`]).
+    /// Stores `message` for the next page of this session, encrypted (see `seal`).
     pub async fn set_flash(&self, db: &Db, message: &str) -> sqlx::Result<()> {
         sessions::set_flash(db, &self.id_hash, Some(&seal(&self.flash_key, message))).await
     }

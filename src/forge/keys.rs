@@ -113,7 +113,7 @@ pub fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, FetchErro
 }
 
 impl ForgeKeys {
-    /// Nothing is fetched until [`ForgeKeys::refresh`] or a lookup asks.
+    /// Nothing is fetched until [`ForgeKeys::refresh_if_due`] or a lookup asks.
     pub fn new(url: Url, http: reqwest::Client) -> ForgeKeys {
         Self::with_cooldown(url, http, REFETCH_COOLDOWN)
     }

@@ -5,7 +5,7 @@
 //! is right here (unlike for passwords): tokens are 256 random bits, there is nothing to
 //! brute-force. Stored tokens are found by looking their hash up, so the lookup compares hashes,
 //! never the token, and its timing tells an attacker nothing useful; a token from configuration
-//! is compared with [`matches()`] in constant time.
+//! is compared with [`matches`](fn@matches) in constant time.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -21,3 +21,5 @@ mod net_hardening;
 mod process;
 mod product;
 mod search;
+mod test_db;
+mod vendor_app;

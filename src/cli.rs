@@ -453,6 +453,7 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .fmt_fields(crate::telemetry::escaping_fields())
         .try_init();
 }
 
@@ -534,7 +535,9 @@ fn print_grant(out: &mut impl Write, g: &views::Grant, format: ItemFormat) -> an
             writeln!(
                 out,
                 "{} grant {} for {} until {until}",
-                g.kind, g.id, g.client_key
+                g.kind,
+                g.id,
+                crate::sanitize::Escaped(&g.client_key)
             )?;
         }
     }
@@ -588,7 +591,12 @@ async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
             let g = grants::revoke_grant(&db, &grant_id, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
-            println!("grant {} ({} for {}) revoked", g.id, g.kind, g.client_key);
+            println!(
+                "grant {} ({} for {}) revoked",
+                g.id,
+                g.kind,
+                crate::sanitize::Escaped(&g.client_key)
+            );
             Ok(())
         }
     }
@@ -936,7 +944,7 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
     let width = kv.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &kv {
         let v = if v.is_empty() { "-" } else { v };
-        writeln!(out, "{k:<width$}  {v}")?;
+        writeln!(out, "{k:<width$}  {}", crate::sanitize::control(v))?;
     }
     writeln!(out, "\ngrants:")?;
     let rows: Vec<Vec<String>> = i
@@ -1000,11 +1008,13 @@ fn day(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 
 /// Left-aligned columns two spaces apart; empty cells show `-`.
 pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    // Cells carry text from sites and the Marketplace: control characters are shown
+    // escaped, so an ESC sequence cannot repaint the terminal and a newline cannot forge a row.
     let cell = |s: &str| {
         if s.is_empty() {
             "-".to_owned()
         } else {
-            s.replace(['\n', '\r', '\t'], " ")
+            crate::sanitize::control(s).into_owned()
         }
     };
     let rows: Vec<Vec<String>> = rows
@@ -1056,7 +1066,7 @@ fn print_list<T: serde::Serialize>(
             let mut w = csv::Writer::from_writer(&mut *out);
             w.write_record(header.iter().map(|h| h.to_ascii_lowercase()))?;
             for r in rows {
-                w.write_record(r)?;
+                w.write_record(crate::sanitize::csv_record(r))?;
             }
             w.flush()?;
         }

@@ -23,6 +23,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod sanitize;
 pub mod secrets;
 pub mod startup;
 pub mod state;

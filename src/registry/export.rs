@@ -69,7 +69,9 @@ fn opt(s: &Option<String>) -> String {
     s.clone().unwrap_or_default()
 }
 
-/// One CSV record in [`CSV_HEADER`] order.
+/// One CSV record in [`CSV_HEADER`] order. Every cell goes through
+/// [`crate::sanitize::csv_cell`]: company names, contacts, descriptions and URLs come from
+/// sites and the Marketplace, and a spreadsheet would run one that begins with `=`.
 pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
     let l = &i.license;
     let c = i.customer.as_ref();
@@ -82,7 +84,7 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
             g.revoked_at.is_none() && g.starts_at <= now && g.ends_at.is_none_or(|e| e > now)
         })
         .count();
-    vec![
+    crate::sanitize::csv_record([
         i.client_key.clone(),
         i.app_key.clone(),
         i.base_url.clone(),
@@ -124,7 +126,7 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
         bc.map(|c| opt(&c.email)).unwrap_or_default(),
         bc.map(|c| opt(&c.phone)).unwrap_or_default(),
         active_grants.to_string(),
-    ]
+    ])
 }
 
 fn csv_bytes(records: impl IntoIterator<Item = Vec<String>>) -> Result<Bytes, Error> {

@@ -159,6 +159,10 @@ pub struct ListArgs {
     /// Effective trial end before this date (YYYY-MM-DD).
     #[arg(long)]
     trial_ends_before: Option<String>,
+    /// true: an outside source (product licence endpoint, Marketplace) says licensed; false:
+    /// not, e.g. sites licensed only by the `lic` of their requests.
+    #[arg(long)]
+    corroborated: Option<String>,
     /// installed_at, -installed_at, trial_end, base_url.
     #[arg(long, allow_hyphen_values = true)]
     sort: Option<String>,
@@ -709,6 +713,9 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
         req.filter.trial_ends_before =
             Some(list_query::parse_date_param("trial_ends_before", s).map_err(cli_error)?);
     }
+    if let Some(s) = &args.corroborated {
+        req.filter.corroborated = Some(list_query::parse_corroborated(s).map_err(cli_error)?);
+    }
     if let Some(s) = &args.sort {
         req.sort = list_query::parse_sort(s).map_err(cli_error)?;
     }
@@ -717,11 +724,12 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
 
 /// The CLI's flag for each field a [`registry::Error::Invalid`] can name (the field's name in
 /// the admin API). A field not listed is shown under its API name.
-pub const FLAGS: [(&str, &str); 12] = [
+pub const FLAGS: [(&str, &str); 13] = [
     ("status", "--status"),
     ("license", "--license"),
     ("product", "--product"),
     ("trial_ends_before", "--trial-ends-before"),
+    ("corroborated", "--corroborated"),
     ("sort", "--sort"),
     ("name", "--name"),
     ("days", "--days"),
@@ -750,12 +758,13 @@ fn cli_error(e: registry::Error) -> anyhow::Error {
     }
 }
 
-const INSTALLATION_COLUMNS: [&str; 12] = [
+const INSTALLATION_COLUMNS: [&str; 13] = [
     "CLIENT_KEY",
     "BASE_URL",
     "PRODUCT",
     "STATUS",
     "LICENSE",
+    "CORROBORATED",
     "TIER",
     "USERS",
     "TRIAL_START",
@@ -774,6 +783,7 @@ fn installation_cells(i: &Installation) -> Vec<String> {
         i.product_type.clone(),
         i.status.clone(),
         l.state.clone(),
+        if l.corroborated { "yes" } else { "no" }.to_owned(),
         l.tier.clone().unwrap_or_default(),
         l.user_count.map(|n| n.to_string()).unwrap_or_default(),
         day(l.trial_start),
@@ -898,6 +908,10 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
                 l.state,
                 l.source.as_deref().unwrap_or("none")
             ),
+        ),
+        (
+            "corroborated",
+            if l.corroborated { "yes" } else { "no" }.to_owned(),
         ),
         ("license_type", l.license_type.clone().unwrap_or_default()),
         ("tier", l.tier.clone().unwrap_or_default()),

@@ -83,7 +83,7 @@ pub struct TenantSnapshot {
     /// Facts of every grant, revoked and ended ones included (activity is a matter of `now`).
     grants: Vec<GrantFacts>,
     client_key: Arc<str>,
-    /// The newer of the product's license endpoint and the Marketplace data, as loaded.
+    /// What the outside sources say ([`Observations::outside`]), as loaded.
     reported: Option<LicenseData>,
     /// The last `lic`: as loaded, then as this process saw it since
     /// ([`TenantSnapshot::known_license`]).
@@ -109,7 +109,7 @@ impl TenantSnapshot {
         observations: &Observations,
         grants: Vec<GrantFacts>,
     ) -> TenantSnapshot {
-        let [lic, host, marketplace] = observations.data();
+        let [lic, _, _] = observations.data();
         let hs256_key = record
             .shared_secret
             .as_deref()
@@ -119,7 +119,7 @@ impl TenantSnapshot {
             id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
             hs256_key,
             client_key: Arc::from(record.client_key.as_str()),
-            reported: licensing::newest([host, marketplace]),
+            reported: observations.outside(),
             lic: LicCell::new(lic),
             seen_queued_at: AtomicI64::new(0),
             grants,
@@ -193,6 +193,14 @@ impl TenantSnapshot {
     /// Marketplace — [`licensing::known_license`] with this process's own `lic`.
     pub fn known_license(&self) -> Option<LicenseData> {
         licensing::newest([self.lic.load(), self.reported])
+    }
+
+    /// What the decision needs: the last known licence and the outside sources' alone.
+    pub fn known(&self) -> licensing::Known {
+        licensing::Known {
+            license: self.known_license(),
+            outside: self.reported,
+        }
     }
 
     /// Notes a `lic` bound by a verified token; true when it differs from the last one known.

@@ -16,7 +16,7 @@ use crate::store::listing::{Filter, Sort};
 /// (`license.state` → `license_state`, `customer.company` → `customer_company`,
 /// `customer.technical_contact.email` → `technical_contact_email`). Grants are a list and
 /// are left out; `license_state` shows their effect.
-pub const CSV_HEADER: [&str; 41] = [
+pub const CSV_HEADER: [&str; 42] = [
     "client_key",
     "app_key",
     "base_url",
@@ -48,6 +48,7 @@ pub const CSV_HEADER: [&str; 41] = [
     "license_effective_trial_end",
     "license_marketplace_status",
     "license_synced_at",
+    "license_corroborated",
     "customer_company",
     "customer_country",
     "customer_region",
@@ -116,6 +117,7 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
         ts(l.effective_trial_end),
         opt(&l.marketplace_status),
         ts(l.synced_at),
+        l.corroborated.to_string(),
         c.map(|c| opt(&c.company)).unwrap_or_default(),
         c.map(|c| opt(&c.country)).unwrap_or_default(),
         c.map(|c| opt(&c.region)).unwrap_or_default(),

@@ -67,6 +67,8 @@ pub struct InstallationRow {
     pub license_state: String,
     pub license_source: Option<String>,
     pub effective_trial_end: Option<DateTime<Utc>>,
+    /// Materialised [`crate::licensing::LicenseView::corroborated`].
+    pub license_corroborated: bool,
 }
 
 impl std::fmt::Debug for InstallationRow {
@@ -209,13 +211,14 @@ pub async fn refresh_license_views(
             let v = view(row, &grants[start..end]);
             sqlx::query(
                 "UPDATE installations SET license_state = $2, license_source = $3,
-                     effective_trial_end = $4
+                     effective_trial_end = $4, license_corroborated = $5
                  WHERE client_key = $1",
             )
             .bind(&row.client_key)
             .bind(v.state.as_str())
             .bind(v.source.map(|s| s.as_str()))
             .bind(v.effective_trial_end)
+            .bind(v.corroborated)
             .execute(&mut *tx)
             .await?;
         }
@@ -563,6 +566,7 @@ pub(crate) mod tests_support {
             license_state: "unlicensed".into(),
             license_source: None,
             effective_trial_end: None,
+            license_corroborated: false,
         }
     }
 }

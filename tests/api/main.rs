@@ -11,6 +11,7 @@ mod cli_ops;
 mod dashboard;
 mod hardening;
 mod hostile_text;
+mod lic_trust;
 mod license_data;
 mod lifecycle;
 mod log_levels;

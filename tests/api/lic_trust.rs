@@ -171,7 +171,7 @@ both_backends! {
 #[test]
 fn an_unknown_lic_trust_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connect-keeper"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connect-keeper"))
         .env_clear()
         .env("LIC_TRUST", "corroborate")
         .env("BIND_ADDR", "127.0.0.1:0")
@@ -179,8 +179,17 @@ fn an_unknown_lic_trust_stops_start_up_naming_it() {
             "DATABASE_URL",
             format!("sqlite://{}/k.db", dir.path().display()),
         )
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A server that ignored the variable would run on: give it 20 s, then stop it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -15,6 +15,7 @@ mod lic_trust;
 mod license_data;
 mod lifecycle;
 mod log_levels;
+mod log_policy;
 mod process;
 mod product;
 mod replay;

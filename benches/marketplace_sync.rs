@@ -214,7 +214,12 @@ async fn main() -> anyhow::Result<()> {
             entitlement_id: None,
             entitlement_number: Some(format!("E-SITE-{j}")),
         };
-        installations::record_install(&state.db, &rec, 1, &json!({}), now).await?;
+        let token = connect_keeper::store::lifecycle_tokens::TokenUse::new(
+            &format!("bench-signature-{j}"),
+            b"{}",
+            now + chrono::Duration::minutes(5),
+        );
+        installations::record_install(&state.db, &rec, &token, 1, &json!({}), now).await?;
     }
     let stamp = "UPDATE installations SET cloud_id = 'cloud-' || substr(client_key, 8)";
     match &state.db {

@@ -49,6 +49,7 @@ fn verify(c: &mut Criterion) {
         base_path: "",
         leeway_secs: 30,
         enforcement: true,
+        lic_trust: connect_keeper::licensing::LicTrust::Request,
     };
     let claims = |qsh: String| {
         json!({"iss": CLIENT_KEY, "sub": "557058:f0e1d2c3-account", "qsh": qsh,

@@ -172,6 +172,10 @@ pub struct ListArgs {
     /// meaning 00:00 UTC) or an RFC 3339 time such as 2026-12-31T18:00:00Z.
     #[arg(long, value_name = "DATE|TIME")]
     trial_ends_before: Option<String>,
+    /// true: an outside source (product licence endpoint, Marketplace) says licensed; false:
+    /// not, e.g. sites licensed only by the `lic` of their requests.
+    #[arg(long)]
+    corroborated: Option<String>,
     /// installed_at, -installed_at, trial_end, base_url.
     #[arg(long, allow_hyphen_values = true)]
     sort: Option<String>,
@@ -490,6 +494,7 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .fmt_fields(crate::telemetry::escaping_fields())
         .try_init();
 }
 
@@ -786,6 +791,9 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
         req.filter.trial_ends_before =
             Some(list_query::parse_date_param("trial_ends_before", s).map_err(cli_error)?);
     }
+    if let Some(s) = &args.corroborated {
+        req.filter.corroborated = Some(list_query::parse_corroborated(s).map_err(cli_error)?);
+    }
     if let Some(s) = &args.sort {
         req.sort = list_query::parse_sort(s).map_err(cli_error)?;
     }
@@ -800,6 +808,7 @@ pub const FLAGS: [(&str, &str); 13] = [
     ("product", "--product"),
     ("flavour", "--flavour"),
     ("trial_ends_before", "--trial-ends-before"),
+    ("corroborated", "--corroborated"),
     ("sort", "--sort"),
     ("name", "--name"),
     ("days", "--days"),
@@ -828,7 +837,7 @@ fn cli_error(e: registry::Error) -> anyhow::Error {
     }
 }
 
-const INSTALLATION_COLUMNS: [&str; 15] = [
+const INSTALLATION_COLUMNS: [&str; 16] = [
     "CLIENT_KEY",
     "INSTALLATION_ID",
     "FLAVOUR",
@@ -837,6 +846,7 @@ const INSTALLATION_COLUMNS: [&str; 15] = [
     "PRODUCT",
     "STATUS",
     "LICENSE",
+    "CORROBORATED",
     "TIER",
     "USERS",
     "TRIAL_START",
@@ -861,6 +871,7 @@ fn installation_cells(i: &Installation) -> Vec<String> {
         i.product_type.clone(),
         i.status.clone(),
         l.state.clone(),
+        if l.corroborated { "yes" } else { "no" }.to_owned(),
         l.tier.clone().unwrap_or_default(),
         l.user_count.map(|n| n.to_string()).unwrap_or_default(),
         day(l.trial_start),
@@ -1000,6 +1011,10 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
                 l.source.as_deref().unwrap_or("none")
             ),
         ),
+        (
+            "corroborated",
+            if l.corroborated { "yes" } else { "no" }.to_owned(),
+        ),
         ("license_type", l.license_type.clone().unwrap_or_default()),
         ("tier", l.tier.clone().unwrap_or_default()),
         (
@@ -1042,7 +1057,7 @@ fn write_detail(out: &mut impl Write, d: &InstallationDetail) -> io::Result<()> 
     let width = kv.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &kv {
         let v = if v.is_empty() { "-" } else { v };
-        writeln!(out, "{k:<width$}  {v}")?;
+        writeln!(out, "{k:<width$}  {}", crate::sanitize::control(v))?;
     }
     writeln!(out, "\ngrants:")?;
     let rows: Vec<Vec<String>> = i
@@ -1147,11 +1162,13 @@ fn day(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 
 /// Left-aligned columns two spaces apart; empty cells show `-`.
 pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    // Cells carry text from sites and the Marketplace: control characters are shown
+    // escaped, so an ESC sequence cannot repaint the terminal and a newline cannot forge a row.
     let cell = |s: &str| {
         if s.is_empty() {
             "-".to_owned()
         } else {
-            s.replace(['\n', '\r', '\t'], " ")
+            crate::sanitize::control(s).into_owned()
         }
     };
     let rows: Vec<Vec<String>> = rows
@@ -1203,7 +1220,7 @@ fn print_list<T: serde::Serialize>(
             let mut w = csv::Writer::from_writer(&mut *out);
             w.write_record(header.iter().map(|h| h.to_ascii_lowercase()))?;
             for r in rows {
-                w.write_record(r)?;
+                w.write_record(crate::sanitize::csv_record(r))?;
             }
             w.flush()?;
         }

@@ -94,6 +94,8 @@ pub struct Config {
     pub jwt_leeway_secs: u64,
     pub host_license_refresh: Duration,
     pub license_enforcement: bool,
+    /// `LIC_TRUST`: `request` (default) or `corroborated` (docs/licensing.md#lic_trust).
+    pub lic_trust: crate::licensing::LicTrust,
     pub marketplace_url: Url,
     pub marketplace: Option<MarketplaceCredentials>,
     pub marketplace_sync_interval: Duration,
@@ -275,6 +277,11 @@ impl Config {
             Some("off") => false,
             Some(v) => return Err(err("LICENSE_ENFORCEMENT", v, "expected on or off".into())),
         };
+        let lic_trust = match var("LIC_TRUST") {
+            None => crate::licensing::LicTrust::default(),
+            Some(v) => crate::licensing::LicTrust::parse(&v)
+                .ok_or_else(|| err("LIC_TRUST", &v, "expected request or corroborated".into()))?,
+        };
         let marketplace_url = url("MARKETPLACE_URL", "https://marketplace.atlassian.com")?;
         let marketplace = match (
             var("MARKETPLACE_VENDOR_ID"),
@@ -386,6 +393,7 @@ impl Config {
             jwt_leeway_secs,
             host_license_refresh,
             license_enforcement,
+            lic_trust,
             marketplace_url,
             marketplace,
             marketplace_sync_interval,
@@ -445,6 +453,7 @@ mod tests {
         assert_eq!(c.jwt_leeway_secs, 30);
         assert_eq!(c.host_license_refresh, Duration::from_secs(3600));
         assert!(c.license_enforcement);
+        assert_eq!(c.lic_trust, crate::licensing::LicTrust::Request);
         assert!(c.marketplace.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert_eq!(c.body_timeout, Duration::from_secs(10));
@@ -484,6 +493,7 @@ mod tests {
             ("JWT_LEEWAY_SECS", "-5"),
             ("HOST_LICENSE_REFRESH_SECS", "soon"),
             ("LICENSE_ENFORCEMENT", "maybe"),
+            ("LIC_TRUST", "corroborate"),
             ("LOG_FORMAT", "xml"),
             ("MARKETPLACE_SYNC_INTERVAL_SECS", "0"),
             ("APP_KEY", "has space"),

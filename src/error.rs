@@ -148,7 +148,9 @@ impl From<CallbackError> for ApiError {
                 message: "the signed-install key could not be fetched; try again".into(),
             },
             CallbackError::Token(e) => ApiError::unauthorized("invalid_token", e.to_string()),
-            CallbackError::IssMismatch => ApiError::unauthorized("invalid_token", e.to_string()),
+            CallbackError::IssMismatch | CallbackError::Replayed => {
+                ApiError::unauthorized("invalid_token", e.to_string())
+            }
             CallbackError::NotJson(_) => ApiError::bad_request("invalid_json", e.to_string()),
             CallbackError::MissingField(_) => ApiError::bad_request("missing_field", e.to_string()),
             CallbackError::Registry(e) => e.into(),

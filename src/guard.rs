@@ -93,6 +93,8 @@ pub struct Rules<'a> {
     pub leeway_secs: u64,
     /// `LICENSE_ENFORCEMENT`; when off every verified request is licensed.
     pub enforcement: bool,
+    /// `LIC_TRUST`: whether a bound `lic=active` needs an outside source to agree.
+    pub lic_trust: licensing::LicTrust,
 }
 
 /// A request's token and the tenant it claims to come from, not verified yet.
@@ -313,9 +315,10 @@ pub fn authorize(
     };
     let decision = licensing::decide(
         rules.enforcement,
+        rules.lic_trust,
         tenant.grants(),
         lic.map(|active| if active { "active" } else { "none" }),
-        tenant.known_license().as_ref(),
+        &tenant.known(),
         now,
     );
     Ok(Verified {
@@ -606,6 +609,7 @@ async fn check(
         base_path: &state.base_path,
         leeway_secs: state.config.jwt_leeway_secs,
         enforcement: state.config.license_enforcement,
+        lic_trust: state.config.lic_trust,
     };
     let now = Utc::now();
     if guard.tokens != Tokens::ConnectOnly {
@@ -827,6 +831,7 @@ mod tests {
             base_path: "",
             leeway_secs: 30,
             enforcement: true,
+            lic_trust: licensing::LicTrust::Request,
         }
     }
 
@@ -1271,6 +1276,7 @@ mod verified_token_tests {
             base_path: "",
             leeway_secs: 30,
             enforcement: false,
+            lic_trust: licensing::LicTrust::Request,
         }
     }
 

@@ -79,6 +79,7 @@ pub mod marketplace;
 pub(crate) mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod sanitize;
 pub mod secrets;
 pub mod startup;
 pub mod state;

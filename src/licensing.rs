@@ -155,6 +155,44 @@ impl Observations {
     }
 }
 
+impl Observations {
+    /// What the sources outside the request say, newest first wins: the product's licence
+    /// endpoint and the Marketplace. Forge sources (the Forge License API, the licence of a FIT
+    /// from an allowed environment) join here once they are recorded per installation.
+    pub fn outside(&self) -> Option<LicenseData> {
+        let [_, host, mp, fit, forge_api] = self.data();
+        newest([host, mp, fit, forge_api])
+    }
+}
+
+/// Whether an outside source says the site is licensed: the newest of the product's licence
+/// endpoint and the Marketplace says active (docs/licensing.md#lic_trust). A site licensed only
+/// by the `lic` its requests carried is not corroborated.
+pub fn corroborated(outside: Option<&LicenseData>) -> bool {
+    outside.is_some_and(|d| d.active)
+}
+
+/// `LIC_TRUST`: how far a query-bound `lic=active` is believed (docs/licensing.md#lic_trust).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LicTrust {
+    /// The `lic` of a verified query-bound token decides (Atlassian's documented rule).
+    #[default]
+    Request,
+    /// `lic=active` licenses only when an outside source also says active: a site whose
+    /// product only claims a licence (a staging or development install) gets none from it.
+    Corroborated,
+}
+
+impl LicTrust {
+    pub fn parse(s: &str) -> Option<LicTrust> {
+        match s {
+            "request" => Some(LicTrust::Request),
+            "corroborated" => Some(LicTrust::Corroborated),
+            _ => None,
+        }
+    }
+}
+
 /// Whether a Marketplace `licenseType` is a trial: `EVALUATION`, and the variants the
 /// reporting API also uses (`NET_NEW_EVALUATION`, `UPGRADE_EVALUATION`), in any case.
 pub fn is_evaluation_type(license_type: &str) -> bool {
@@ -211,19 +249,43 @@ pub struct Decision {
     pub source: Option<Source>,
 }
 
-/// The request decision (docs/licensing.md#the-request-decision), first match wins:
+/// What the decision knows of the tenant's licence besides its grants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The last known licence: the newest of the last `lic` seen and the outside sources.
+    pub license: Option<LicenseData>,
+    /// The newest outside source alone ([`Observations::outside`]).
+    pub outside: Option<LicenseData>,
+}
+
+/// The request decision, first match wins (docs/licensing.md#the-request-decision):
 /// enforcement off; an active grant or redeemed access token; the `lic` bound by a query-bound
 /// token — `active` licenses, anything else refuses (`bound_lic` is `None` for context tokens,
 /// whose query the token does not cover, and for tokens without `lic`); with no bound `lic`,
 /// the tenant's last known license.
+///
+/// With [`LicTrust::Corroborated`] a bound `lic=active` licenses only when the outside sources
+/// say active too ([`corroborated`]), and without a bound `lic` the last known licence is the
+/// outside sources' alone (an earlier `lic=active` is no evidence either).
 pub fn decide(
     enforcement: bool,
+    trust: LicTrust,
     grants: &[GrantFacts],
     bound_lic: Option<&str>,
-    known: Option<&LicenseData>,
+    known: &Known,
     now: DateTime<Utc>,
 ) -> Decision {
-    let said = bound_lic.map(|lic| (lic == "active", Source::Lic));
+    let said = bound_lic.map(|lic| {
+        let believed = match trust {
+            LicTrust::Request => true,
+            LicTrust::Corroborated => corroborated(known.outside.as_ref()),
+        };
+        (lic == "active" && believed, Source::Lic)
+    });
+    let known = match trust {
+        LicTrust::Request => known.license.as_ref(),
+        LicTrust::Corroborated => known.outside.as_ref(),
+    };
     decide_with(enforcement, grants, said, known, now)
 }
 
@@ -326,6 +388,8 @@ pub struct LicenseView {
     pub state: LicenseState,
     pub source: Option<ViewSource>,
     pub effective_trial_end: Option<DateTime<Utc>>,
+    /// An outside source says the site is licensed ([`corroborated`]).
+    pub corroborated: bool,
 }
 
 /// The registry's license state (docs/licensing.md#the-registrys-licence-state), first match
@@ -341,10 +405,12 @@ pub fn view(observations: &Observations, grants: &[GrantFacts], now: DateTime<Ut
         .chain(observations.mp_trial_end)
         .chain(observations.forge_trial_end())
         .max();
+    let corroborated = corroborated(observations.outside().as_ref());
     let at = |state, source| LicenseView {
         state,
         source,
         effective_trial_end,
+        corroborated,
     };
     let active = |kind| grants.iter().any(|g| g.kind == kind && g.active_at(now));
     if active(GrantKind::Free) || active(GrantKind::AccessToken) {
@@ -441,13 +507,138 @@ mod tests {
             (true, vec![], None, Some(known(false)), no(Some(Source::KnownLicense))),
             (true, vec![], None, None, no(None)),
         ];
-        for (i, (enf, grants, lic, known, want)) in cases.into_iter().enumerate() {
+        for (i, (enf, grants, lic, license, want)) in cases.into_iter().enumerate() {
+            // The known licence here is an outside source's: corroborated trust decides the
+            // same, except that a lic=active it does not back up licenses nothing.
+            let known = Known {
+                license,
+                outside: license,
+            };
             assert_eq!(
-                decide(enf, &grants, lic, known.as_ref(), now),
+                decide(enf, LicTrust::Request, &grants, lic, &known, now),
+                want,
+                "case {i}"
+            );
+            let backed = license.is_some_and(|l| l.active);
+            let want = if want.source == Some(Source::Lic) && !backed {
+                Decision {
+                    licensed: false,
+                    source: Some(Source::Lic),
+                }
+            } else {
+                want
+            };
+            assert_eq!(
+                decide(enf, LicTrust::Corroborated, &grants, lic, &known, now),
+                want,
+                "case {i}, corroborated"
+            );
+        }
+    }
+
+    fn lic_seen(active: bool) -> LicenseData {
+        LicenseData {
+            source: DataSource::Lic,
+            at: t(5),
+            active,
+            evaluation: false,
+        }
+    }
+
+    /// `LIC_TRUST=corroborated`: a bound `lic=active` needs an outside source saying active;
+    /// without a bound `lic`, only the outside sources count.
+    #[test]
+    fn corroborated_trust_needs_an_outside_source() {
+        let now = t(10);
+        let yes = |s| Decision {
+            licensed: true,
+            source: Some(s),
+        };
+        let no = |s| Decision {
+            licensed: false,
+            source: s,
+        };
+        let lic_only = Known {
+            license: Some(lic_seen(true)),
+            outside: None,
+        };
+        let outside_dead = Known {
+            license: Some(lic_seen(true)),
+            outside: Some(known(false)),
+        };
+        let outside_live = Known {
+            license: Some(lic_seen(true)),
+            outside: Some(known(true)),
+        };
+        let free = grant(GrantKind::Free, 0, None, None);
+        type TrustCase<'a> = (LicTrust, Vec<GrantFacts>, Option<&'a str>, Known, Decision);
+        #[rustfmt::skip]
+        let cases: Vec<TrustCase> = vec![
+            // request trust: the lic decides, and a last lic=active is a known licence
+            (LicTrust::Request, vec![], Some("active"), Known::default(), yes(Source::Lic)),
+            (LicTrust::Request, vec![], None, lic_only, yes(Source::KnownLicense)),
+            // corroborated: lic=active alone, or against a dead outside licence, refuses
+            (LicTrust::Corroborated, vec![], Some("active"), Known::default(), no(Some(Source::Lic))),
+            (LicTrust::Corroborated, vec![], Some("active"), lic_only, no(Some(Source::Lic))),
+            (LicTrust::Corroborated, vec![], Some("active"), outside_dead, no(Some(Source::Lic))),
+            (LicTrust::Corroborated, vec![], Some("active"), outside_live, yes(Source::Lic)),
+            // lic=none needs no corroboration to refuse
+            (LicTrust::Corroborated, vec![], Some("none"), outside_live, no(Some(Source::Lic))),
+            // no bound lic: the outside sources alone
+            (LicTrust::Corroborated, vec![], None, lic_only, no(None)),
+            (LicTrust::Corroborated, vec![], None, outside_dead, no(Some(Source::KnownLicense))),
+            (LicTrust::Corroborated, vec![], None, outside_live, yes(Source::KnownLicense)),
+            // grants and enforcement off still come first
+            (LicTrust::Corroborated, vec![free], Some("active"), Known::default(), yes(Source::Grant)),
+        ];
+        for (i, (trust, grants, lic, known, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                decide(true, trust, &grants, lic, &known, now),
                 want,
                 "case {i}"
             );
         }
+        assert_eq!(
+            decide(
+                false,
+                LicTrust::Corroborated,
+                &[],
+                Some("active"),
+                &Known::default(),
+                now
+            ),
+            yes(Source::EnforcementOff)
+        );
+    }
+
+    #[test]
+    fn corroborated_means_the_newest_outside_source_says_active() {
+        let mut o = Observations {
+            lic: Some("active".into()),
+            lic_seen_at: Some(t(9)),
+            ..Observations::default()
+        };
+        assert!(
+            !corroborated(o.outside().as_ref()),
+            "lic alone is not corroboration"
+        );
+        assert!(!view(&o, &[], t(10)).corroborated);
+        o.host_active = Some(true);
+        o.host_checked_at = Some(t(1));
+        assert!(corroborated(o.outside().as_ref()));
+        assert!(view(&o, &[], t(10)).corroborated);
+        // a newer Marketplace row saying inactive wins over the product's older answer
+        o.mp_status = Some("inactive".into());
+        o.mp_last_updated = Some(t(2));
+        assert!(!corroborated(o.outside().as_ref()));
+        o.mp_status = Some("active".into());
+        assert!(corroborated(o.outside().as_ref()));
+        assert_eq!(
+            LicTrust::parse("corroborated"),
+            Some(LicTrust::Corroborated)
+        );
+        assert_eq!(LicTrust::parse("request"), Some(LicTrust::Request));
+        assert_eq!(LicTrust::parse("Request"), None);
     }
 
     #[test]

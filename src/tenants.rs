@@ -94,7 +94,7 @@ pub struct TenantSnapshot {
     /// Facts of every grant, revoked and ended ones included (activity is a matter of `now`).
     grants: Vec<GrantFacts>,
     client_key: Arc<str>,
-    /// The newer of the product's license endpoint and the Marketplace data, as loaded.
+    /// What the outside sources say ([`Observations::outside`]), as loaded.
     reported: Option<LicenseData>,
     /// The last `lic`: as loaded, then as this process saw it since
     /// ([`TenantSnapshot::known_license`]).
@@ -258,6 +258,15 @@ impl TenantSnapshot {
         let fingerprint = fit_fingerprint(license);
         self.fit_fingerprint.load(Ordering::Relaxed) != fingerprint
             && self.fit_fingerprint.swap(fingerprint, Ordering::Relaxed) != fingerprint
+    }
+
+    /// What the decision needs: the last known licence and the outside sources' alone.
+    pub fn known(&self) -> licensing::Known {
+        licensing::Known {
+            license: self.known_license(),
+            // A FIT from an allowed environment counts as an outside source too.
+            outside: licensing::newest([self.fit.load(), self.reported]),
+        }
     }
 
     /// Notes a `lic` bound by a verified token; true when it differs from the last one known.

@@ -16,7 +16,7 @@ use crate::store::listing::{Filter, Sort};
 /// (`license.state` → `license_state`, `customer.company` → `customer_company`,
 /// `customer.technical_contact.email` → `technical_contact_email`). Grants are a list and
 /// are left out; `license_state` shows their effect.
-pub const CSV_HEADER: [&str; 44] = [
+pub const CSV_HEADER: [&str; 45] = [
     "client_key",
     "app_key",
     "base_url",
@@ -48,6 +48,7 @@ pub const CSV_HEADER: [&str; 44] = [
     "license_effective_trial_end",
     "license_marketplace_status",
     "license_synced_at",
+    "license_corroborated",
     "customer_company",
     "customer_country",
     "customer_region",
@@ -72,7 +73,9 @@ fn opt(s: &Option<String>) -> String {
     s.clone().unwrap_or_default()
 }
 
-/// One CSV record in [`CSV_HEADER`] order.
+/// One CSV record in [`CSV_HEADER`] order. Every cell goes through
+/// [`crate::sanitize::csv_cell`]: company names, contacts, descriptions and URLs come from
+/// sites and the Marketplace, and a spreadsheet would run one that begins with `=`.
 pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
     let l = &i.license;
     let c = i.customer.as_ref();
@@ -86,7 +89,7 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
         })
         .count();
     let env = i.forge_environment.as_ref();
-    vec![
+    crate::sanitize::csv_record([
         opt(&i.client_key),
         i.app_key.clone(),
         i.base_url.clone(),
@@ -118,6 +121,7 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
         ts(l.effective_trial_end),
         opt(&l.marketplace_status),
         ts(l.synced_at),
+        l.corroborated.to_string(),
         c.map(|c| opt(&c.company)).unwrap_or_default(),
         c.map(|c| opt(&c.country)).unwrap_or_default(),
         c.map(|c| opt(&c.region)).unwrap_or_default(),
@@ -131,7 +135,7 @@ pub fn csv_record(i: &Installation, now: DateTime<Utc>) -> Vec<String> {
         i.flavour.clone(),
         env.map(|e| e.kind.clone()).unwrap_or_default(),
         env.and_then(|e| e.id.clone()).unwrap_or_default(),
-    ]
+    ])
 }
 
 fn csv_bytes(records: impl IntoIterator<Item = Vec<String>>) -> Result<Bytes, Error> {

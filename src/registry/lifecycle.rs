@@ -20,6 +20,7 @@ use crate::domain::{LifecycleEvent, host_of};
 use crate::registry::{Error, grants};
 use crate::state::AppState;
 use crate::store::installations::{self, Applied, InstallRecord};
+use crate::store::lifecycle_tokens::TokenUse;
 
 /// What a verified callback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub enum CallbackError {
     Token(JwtError),
     #[error("the token's iss does not match the payload's clientKey")]
     IssMismatch,
+    /// The same signed token was already applied with another body.
+    #[error("this signed token was already used with another body")]
+    Replayed,
     /// The body is not a JSON object.
     #[error("{0}")]
     NotJson(&'static str),
@@ -69,7 +73,9 @@ pub async fn handle(
         Ok(a) if a.applied == Applied::Written => "accepted",
         Ok(_) => "ignored",
         Err(CallbackError::Token(JwtError::KeyUnavailable)) => "error",
-        Err(CallbackError::Token(_) | CallbackError::IssMismatch) => "unauthorized",
+        Err(CallbackError::Token(_) | CallbackError::IssMismatch | CallbackError::Replayed) => {
+            "unauthorized"
+        }
         Err(
             CallbackError::NotJson(_)
             | CallbackError::MissingField(_)
@@ -116,7 +122,7 @@ async fn verify_and_apply(
     parts: RequestParts<'_>,
     body: &[u8],
 ) -> Result<Accepted, CallbackError> {
-    let claims = verify_token(state, event, parts)
+    let (claims, signature) = verify_token(state, event, parts)
         .await
         .map_err(|e| token_error(state, e))?;
     let payload = Payload::parse(body, event, &state.app_key)?;
@@ -131,6 +137,17 @@ async fn verify_and_apply(
     let iat = claims.iat.unwrap_or_default();
     let now = crate::store::now();
     let stored = payload.stored_json();
+    // The token is accepted until exp + leeway (checked above, so exp is present): that is
+    // how long a presentation of it must be remembered.
+    let accepted_until = claims
+        .exp
+        .unwrap_or_default()
+        .saturating_add(state.config.jwt_leeway_secs as i64);
+    let token = TokenUse::new(
+        &signature,
+        body,
+        chrono::DateTime::from_timestamp(accepted_until, 0).unwrap_or(now),
+    );
     let applied = match event {
         LifecycleEvent::Installed => {
             let mut rec = payload.install_record()?;
@@ -147,7 +164,7 @@ async fn verify_and_apply(
                     .filter(|k| *k != rec.client_key),
                 None => None,
             };
-            let applied = installations::record_install(&state.db, &rec, iat, &stored, now).await?;
+            let applied = installations::record_install(&state.db, &rec, &token, iat, &stored, now).await?;
             if let Some(old) = holder {
                 state.tenants.invalidate(&old).await;
             }
@@ -158,6 +175,7 @@ async fn verify_and_apply(
                 &state.db,
                 &payload.client_key,
                 other.as_str(),
+                &token,
                 iat,
                 &stored,
                 now,
@@ -175,6 +193,18 @@ async fn verify_and_apply(
         Applied::Unknown => {
             tracing::warn!(client_key = %payload.client_key, event = event.as_str(), "lifecycle event for an unknown tenant ignored")
         }
+        Applied::Retry => {
+            tracing::info!(client_key = %payload.client_key, event = event.as_str(), "retried lifecycle callback: already applied")
+        }
+        Applied::Replayed => {
+            state
+                .metrics
+                .verification_failures
+                .with_label_values(&["replayed"])
+                .inc();
+            tracing::warn!(client_key = %payload.client_key, event = event.as_str(), "lifecycle token replayed with another body refused");
+            return Err(CallbackError::Replayed);
+        }
     }
     if applied == Applied::Written && event == LifecycleEvent::Installed {
         state.host_refresh.installed(&payload.client_key); // background license + cloudId read
@@ -189,13 +219,19 @@ async fn verify_and_apply(
     })
 }
 
-/// Step 1: the token. Returns verified claims; `iss` is compared with the body later.
+/// Step 1: the token. Returns verified claims and the token's signature (its third segment,
+/// the identity of this signed token for replay detection); `iss` is compared with the body
+/// later.
 async fn verify_token(
     state: &AppState,
     event: LifecycleEvent,
     parts: RequestParts<'_>,
-) -> Result<Claims, JwtError> {
+) -> Result<(Claims, String), JwtError> {
     let token = jwt::extract_token(parts.authorization, parts.query)?.ok_or(JwtError::Missing)?;
+    let signature = token
+        .rsplit_once('.')
+        .map(|(_, s)| s.to_owned())
+        .ok_or(JwtError::Malformed)?;
     let (header, unverified) = jwt::peek(&token)?;
     let leeway = state.config.jwt_leeway_secs;
     let now = chrono::Utc::now().timestamp();
@@ -242,7 +278,7 @@ async fn verify_token(
         }
         other => return Err(JwtError::bad_algorithm(other)),
     };
-    Ok(claims)
+    Ok((claims, signature))
 }
 
 fn token_error(state: &AppState, e: JwtError) -> CallbackError {

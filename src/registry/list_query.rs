@@ -118,6 +118,18 @@ pub fn parse_flavours(raw: &str) -> Result<Vec<crate::domain::Flavour>, Error> {
         .collect()
 }
 
+/// `true` or `false`; anything else is a 400 naming `corroborated`.
+pub fn parse_corroborated(raw: &str) -> Result<bool, Error> {
+    match raw.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(Error::invalid(
+            "corroborated",
+            format!("unknown value {other:?}; expected true or false"),
+        )),
+    }
+}
+
 pub fn parse_sort(raw: &str) -> Result<Sort, Error> {
     Sort::parse(raw.trim()).ok_or_else(|| {
         Error::invalid(
@@ -209,6 +221,9 @@ pub fn parse_list_query(query: &str, accepts_csv: bool) -> Result<ListRequest, E
     }
     if let Some(v) = last("trial_ends_before") {
         req.filter.trial_ends_before = Some(parse_date_param("trial_ends_before", &v)?);
+    }
+    if let Some(v) = last("corroborated") {
+        req.filter.corroborated = Some(parse_corroborated(&v)?);
     }
     if let Some(v) = last("sort") {
         req.sort = parse_sort(&v)?;

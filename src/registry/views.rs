@@ -99,6 +99,10 @@ pub struct License {
     pub effective_trial_end: Option<DateTime<Utc>>,
     pub marketplace_status: Option<String>,
     pub synced_at: Option<DateTime<Utc>>,
+    /// True when an outside source — the product's licence endpoint or the Marketplace —
+    /// says the site is licensed; false for a site licensed only by the `lic` its requests
+    /// carried (docs/licensing.md#lic_trust).
+    pub corroborated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -380,6 +384,7 @@ impl Installation {
             effective_trial_end: row.effective_trial_end,
             marketplace_status: row.mp_status.clone(),
             synced_at: row.mp_synced_at,
+            corroborated: row.license_corroborated,
         };
         let technical_contact = contact(row.mp_technical_contact.as_deref());
         let billing_contact = contact(row.mp_billing_contact.as_deref());

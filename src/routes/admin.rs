@@ -252,6 +252,7 @@ fn accepts_csv(req: &HttpRequest) -> bool {
         ("flavour" = Option<String>, Query, description = "connect, connect_on_forge, forge; comma-separated"),
         ("q" = Option<String>, Query, description = "case-insensitive substring of the base URL, company or contact e-mail"),
         ("trial_ends_before" = Option<String>, Query, description = "a date (YYYY-MM-DD, midnight UTC) or RFC 3339 instant: effective trial end strictly before it"),
+        ("corroborated" = Option<bool>, Query, description = "true: an outside source (product licence endpoint, Marketplace) says the site is licensed; false: none does, e.g. sites licensed only by the lic of their requests"),
         ("sort" = Option<String>, Query, description = "installed_at (default), -installed_at, trial_end (soonest first, none last), base_url"),
         ("limit" = Option<u32>, Query, description = "1..=500, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),

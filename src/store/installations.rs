@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::lifecycle_tokens::{Claim, TokenUse, claim};
 use super::{Db, WritePool, events};
 
 /// Every column of `installations`. `shared_secret` is here because the middleware and the
@@ -96,6 +97,8 @@ pub struct InstallationRow {
     pub forge_api_retry_after: Option<DateTime<Utc>>,
     pub forge_api_failures: i32,
     pub forge_api_last_error: Option<String>,
+    /// Materialised [`crate::licensing::LicenseView::corroborated`].
+    pub license_corroborated: bool,
 }
 
 impl std::fmt::Debug for InstallationRow {
@@ -184,6 +187,21 @@ pub enum Applied {
     Stale,
     /// No such tenant.
     Unknown,
+    /// The same signed token was applied before with the same body: a retry, applied once.
+    Retry,
+    /// The same signed token was applied before with another body: refused, nothing written.
+    Replayed,
+}
+
+impl From<Claim> for Option<Applied> {
+    /// What a token's claim means for the callback: `None` to go on and apply it.
+    fn from(c: Claim) -> Self {
+        match c {
+            Claim::Fresh => None,
+            Claim::Retry => Some(Applied::Retry),
+            Claim::OtherBody => Some(Applied::Replayed),
+        }
+    }
 }
 
 pub async fn get(db: &Db, client_key: &str) -> sqlx::Result<Option<InstallationRow>> {
@@ -261,13 +279,14 @@ pub async fn refresh_license_views(
             let v = view(row, &grants[start..end]);
             sqlx::query(
                 "UPDATE installations SET license_state = $2, license_source = $3,
-                     effective_trial_end = $4
+                     effective_trial_end = $4, license_corroborated = $5
                  WHERE client_key = $1",
             )
             .bind(&row.client_key)
             .bind(v.state.as_str())
             .bind(v.source.map(|s| s.as_str()))
             .bind(v.effective_trial_end)
+            .bind(v.corroborated)
             .execute(&mut *tx)
             .await?;
         }
@@ -325,22 +344,29 @@ ON CONFLICT (client_key) DO UPDATE SET
     changed_at = excluded.changed_at
 "#;
 
-/// Upserts the tenant from a verified `installed` and appends the event, atomically.
+/// Upserts the tenant from a verified `installed` and appends the event, atomically. `token`
+/// is recorded in the same transaction: a second presentation of it is a retry or a replay
+/// (docs/operations.md#lifecycle-replay) and writes nothing.
 pub async fn record_install(
     db: &Db,
     rec: &InstallRecord,
+    token: &TokenUse,
     token_iat: i64,
     payload: &Value,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Applied> {
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
+        if let Some(seen) = Option::<Applied>::from(claim!(tx, token, now)?) {
+            return Ok(seen);
+        }
         let last: Option<Option<i64>> =
             sqlx::query_scalar("SELECT last_install_iat FROM installations WHERE client_key = $1")
                 .bind(&rec.client_key)
                 .fetch_optional(&mut *tx)
                 .await?;
         if matches!(last, Some(Some(last)) if token_iat < last) {
+            tx.commit().await?; // the token stays recorded
             return Ok(Applied::Stale);
         }
         if let Some(installation_key) = &rec.forge_installation_id {
@@ -397,11 +423,14 @@ pub async fn record_install(
 ///
 /// `uninstalled` keeps the record and history but erases the shared secret. An `enabled` or
 /// `disabled` for an uninstalled tenant is recorded in the history but does not revive it.
-/// A signed token older than the last accepted install is stale and changes nothing.
+/// A signed token older than the last accepted install is stale and changes nothing; so is an
+/// `enabled`/`disabled` older than the last one applied (which would otherwise undo a newer
+/// change when it is replayed or arrives late). `token` is recorded as by [`record_install`].
 pub async fn record_transition(
     db: &Db,
     client_key: &str,
     event_type: &str,
+    token: &TokenUse,
     token_iat: i64,
     payload: &Value,
     now: DateTime<Utc>,
@@ -413,33 +442,46 @@ pub async fn record_transition(
              WHERE client_key = $1"
         }
         "enabled" => {
-            "UPDATE installations SET status = 'enabled', updated_at = $2, changed_at = $2
+            "UPDATE installations SET status = 'enabled', updated_at = $2, changed_at = $2,
+                 last_toggle_iat = $3
              WHERE client_key = $1 AND status <> 'uninstalled'"
         }
         "disabled" => {
-            "UPDATE installations SET status = 'disabled', updated_at = $2, changed_at = $2
+            "UPDATE installations SET status = 'disabled', updated_at = $2, changed_at = $2,
+                 last_toggle_iat = $3
              WHERE client_key = $1 AND status <> 'uninstalled'"
         }
         other => return Err(sqlx::Error::Protocol(format!("not a transition: {other}"))),
     };
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
-        let last: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT last_install_iat FROM installations WHERE client_key = $1")
-                .bind(client_key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(last) = last else {
+        if let Some(seen) = Option::<Applied>::from(claim!(tx, token, now)?) {
+            return Ok(seen);
+        }
+        let last: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT last_install_iat, last_toggle_iat FROM installations WHERE client_key = $1",
+        )
+        .bind(client_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((last_install, last_toggle)) = last else {
+            tx.commit().await?; // the token stays recorded
             return Ok(Applied::Unknown);
         };
-        if event_type == "uninstalled" && matches!(last, Some(last) if token_iat < last) {
+        let older_than = |last: Option<i64>| matches!(last, Some(last) if token_iat < last);
+        let stale = match event_type {
+            "uninstalled" => older_than(last_install),
+            _ => older_than(last_toggle),
+        };
+        if stale {
+            tx.commit().await?;
             return Ok(Applied::Stale);
         }
-        sqlx::query(update)
-            .bind(client_key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let mut q = sqlx::query(update).bind(client_key).bind(now);
+        if event_type != "uninstalled" {
+            q = q.bind(token_iat); // last_toggle_iat
+        }
+        q.execute(&mut *tx).await?;
         events::insert(
             &mut *tx,
             client_key,
@@ -641,6 +683,7 @@ pub(crate) mod tests_support {
             forge_api_retry_after: None,
             forge_api_failures: 0,
             forge_api_last_error: None,
+            license_corroborated: false,
         }
     }
 }

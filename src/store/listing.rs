@@ -75,6 +75,8 @@ pub struct Filter {
     pub q: Option<String>,
     /// `effective_trial_end` strictly before this instant.
     pub trial_ends_before: Option<DateTime<Utc>>,
+    /// `license.corroborated` equal to this.
+    pub corroborated: Option<bool>,
 }
 
 /// The sort-column value of a row; `Null` only for `trial_end`.
@@ -119,6 +121,7 @@ enum Usage {
 enum Arg {
     Text(String),
     Time(DateTime<Utc>),
+    Bool(bool),
 }
 
 #[derive(Default)]
@@ -200,6 +203,10 @@ impl Sql {
             let p = sql.arg(Arg::Time(t));
             sql.conditions.push(format!("effective_trial_end < {p}"));
         }
+        if let Some(c) = filter.corroborated {
+            let p = sql.arg(Arg::Bool(c));
+            sql.conditions.push(format!("license_corroborated = {p}"));
+        }
         sql
     }
 
@@ -242,6 +249,7 @@ async fn fetch_rows(db: &Db, sql: &str, args: &[Arg]) -> sqlx::Result<Vec<Instal
             q = match a {
                 Arg::Text(s) => q.bind(s.as_str()),
                 Arg::Time(t) => q.bind(*t),
+                Arg::Bool(b) => q.bind(*b),
             };
         }
         q.fetch_all(p).await
@@ -360,6 +368,7 @@ pub async fn count(db: &Db, filter: &Filter) -> sqlx::Result<i64> {
             q = match a {
                 Arg::Text(s) => q.bind(s.as_str()),
                 Arg::Time(t) => q.bind(*t),
+                Arg::Bool(b) => q.bind(*b),
             };
         }
         q.fetch_one(p).await
@@ -659,6 +668,7 @@ mod tests {
             flavours: vec![],
             q: Some("x".into()),
             trial_ends_before: Some(Utc::now()),
+            corroborated: Some(false),
         };
         let sql = Sql::filter(&f, Backend::Postgres, Usage::Page);
         let w = sql.where_clause();
@@ -667,7 +677,8 @@ mod tests {
         assert!(w.contains("product_type IN ($4)"), "{w}");
         assert!(w.contains("ILIKE $5"), "{w}");
         assert!(w.contains("effective_trial_end < $6"), "{w}");
-        assert_eq!(sql.args.len(), 6);
+        assert!(w.contains("license_corroborated = $7"), "{w}");
+        assert_eq!(sql.args.len(), 7);
         assert_eq!(
             Sql::filter(&Filter::default(), Backend::Sqlite, Usage::Page).where_clause(),
             ""

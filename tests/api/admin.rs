@@ -820,6 +820,7 @@ both_backends! {
                 state: connect_keeper::domain::LicenseState::Active,
                 source: None,
                 effective_trial_end: None,
+                corroborated: false,
             },
         )
         .await

@@ -272,7 +272,10 @@ impl TestApp {
         format!("{}{}", self.address, path_and_query)
     }
 
-    /// Valid signed-install claims for `POST {path_and_query}`.
+    /// Valid signed-install claims for `POST {path_and_query}`. `jti` makes each token unique,
+    /// as two installs made by a product are in practice (they are seconds apart at least):
+    /// without it, two installs within one second would carry the same signature, and the
+    /// second, with another body, is refused as a replay (docs/operations.md#lifecycle-replay).
     pub fn install_claims(&self, client_key: &str, path_and_query: &str) -> Value {
         let now = chrono::Utc::now().timestamp();
         json!({
@@ -281,6 +284,7 @@ impl TestApp {
             "qsh": qsh("POST", path_and_query),
             "iat": now,
             "exp": now + 180,
+            "jti": uuid::Uuid::new_v4().to_string(),
             "context": {},
         })
     }
@@ -432,7 +436,8 @@ pub fn sign_rs256_with(claims: &Value, kid: &str, private_pem: &str) -> String {
 }
 
 /// An HS256 token for `method path_and_query` (query-bound qsh), `iss` = client key,
-/// expiring in 180 s; `extra` claims are merged over the defaults.
+/// expiring in 180 s, unique (`jti`, see [`TestApp::install_claims`]); `extra` claims are
+/// merged over the defaults.
 pub fn hs256_query_bound(
     method: &str,
     path_and_query: &str,
@@ -447,6 +452,7 @@ pub fn hs256_query_bound(
         "qsh": qsh(method, path_and_query),
         "iat": now,
         "exp": now + 180,
+        "jti": uuid::Uuid::new_v4().to_string(),
         "context": {},
     });
     merge(&mut claims, extra);

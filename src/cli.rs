@@ -802,7 +802,7 @@ fn list_request(args: &ListArgs) -> anyhow::Result<ListRequest> {
 
 /// The CLI's flag for each field a [`registry::Error::Invalid`] can name (the field's name in
 /// the admin API). A field not listed is shown under its API name.
-pub const FLAGS: [(&str, &str); 13] = [
+pub const FLAGS: [(&str, &str); 14] = [
     ("status", "--status"),
     ("license", "--license"),
     ("product", "--product"),

@@ -164,7 +164,8 @@ async fn verify_and_apply(
                     .filter(|k| *k != rec.client_key),
                 None => None,
             };
-            let applied = installations::record_install(&state.db, &rec, &token, iat, &stored, now).await?;
+            let applied =
+                installations::record_install(&state.db, &rec, &token, iat, &stored, now).await?;
             if let Some(old) = holder {
                 state.tenants.invalidate(&old).await;
             }

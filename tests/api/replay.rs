@@ -53,7 +53,7 @@ async fn status_of(app: &TestApp, client_key: &str) -> String {
 }
 
 async fn token_rows(app: &TestApp) -> i64 {
-    connect_keeper::on_db!(&app.state.db, |p| {
+    crate::on_db!(&app.state.db, |p| {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM lifecycle_tokens")
             .fetch_one(p)
             .await
@@ -154,7 +154,7 @@ both_backends! {
         let body = app.installed_payload("ck-short", "short-secret");
         assert_eq!(post(&app, "/installed", &token, &body).await.0, 204);
         assert_eq!(token_rows(&app).await, 1);
-        let stored: Vec<(String, String)> = connect_keeper::on_db!(&app.state.db, |p| {
+        let stored: Vec<(String, String)> = crate::on_db!(&app.state.db, |p| {
             sqlx::query_as("SELECT signature_hash, body_hash FROM lifecycle_tokens").fetch_all(p).await
         }).unwrap();
         let signature = token.rsplit('.').next().unwrap();

@@ -1,9 +1,9 @@
 //! Background reads of each Forge installation's licence from the Forge License API, with the
 //! app system token the installation's last Forge delivery carried: the Forge counterpart of
-//! [`crate::host_license`], which reads a Connect site's product licence endpoint, and built the
+//! `host_license`, which reads a Connect site's product licence endpoint, and built the
 //! same way (a trigger channel, a periodic poll, claims in the database).
 //!
-//! * A Forge route that received a token asks for a read at once ([`Trigger::installed`]).
+//! * A Forge route that received a token asks for a read at once (`Trigger::installed`).
 //! * The poll picks up every installation whose next read is due, every
 //!   `HOST_LICENSE_REFRESH_SECS` after the last success.
 //! * Atlassian allows one read per 5 minutes per installation: a claim moves the next read at

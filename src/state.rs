@@ -19,7 +19,7 @@ pub struct AppState {
     pub descriptor: Descriptor,
     pub install_keys: InstallKeys,
     /// The one outbound HTTP client (timeouts set, no redirect to another origin:
-    /// [`crate::http_client`]), for the product, the Marketplace and the key servers.
+    /// `http_client`), for the product, the Marketplace and the key servers.
     pub http: reqwest::Client,
     /// The Marketplace reporting API of this app (credentials from `MARKETPLACE_*`).
     pub marketplace: crate::marketplace::Client,
@@ -101,7 +101,7 @@ impl AppState {
 
 /// The one outbound HTTP client: 5 s to connect, 10 s per request unless a caller sets its
 /// own, a `connect-keeper/<version>` user agent, rustls with ring, redirects only within the
-/// origin ([`crate::http_client`]).
+/// origin (`http_client`).
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     crate::http_client::default_client().context("building the HTTP client")
 }

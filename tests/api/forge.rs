@@ -507,7 +507,7 @@ both_backends! {
     }
 }
 
-const ADMIN: &str = "test-admin-token-forge-1a2b3c";
+const ADMIN: &str = "test-admin-token-forge-1a2b3c4d5e6f7a8b";
 
 async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = app

@@ -283,7 +283,7 @@ async fn monday_morning(backend: Backend, c: &Client) {
         None,
     )
     .await;
-    connect_keeper::on_db!(&app.state.db, |p| {
+    crate::on_db!(&app.state.db, |p| {
         sqlx::query("UPDATE installations SET base_url = 'javascript:alert(2)' WHERE client_key = 'br-evil'")
             .execute(p).await.map(|_| ())
     })

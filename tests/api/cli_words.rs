@@ -142,7 +142,7 @@ both_backends! {
 
 /// The audit entries of `action`.
 async fn audit_count(app: &TestApp, action: &str) -> i64 {
-    connect_keeper::on_db!(&app.state.db, |p| {
+    crate::on_db!(&app.state.db, |p| {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log WHERE action = $1")
             .bind(action)
             .fetch_one(p)

@@ -337,7 +337,7 @@ both_backends! {
 
         // Every action above is in the audit log under the admin token's name, the access
         // tokens' too (those not bound to a site have no installation page to show it).
-        let audit: Vec<(String, String)> = connect_keeper::on_db!(db, |p| {
+        let audit: Vec<(String, String)> = crate::on_db!(db, |p| {
             sqlx::query_as("SELECT action, actor FROM audit_log ORDER BY id").fetch_all(p).await
         }).unwrap();
         let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();

@@ -18,7 +18,7 @@ type Stored = (
 );
 
 async fn stored(app: &TestApp) -> Vec<Stored> {
-    connect_keeper::on_db!(&app.state.db, |p| {
+    crate::on_db!(&app.state.db, |p| {
         sqlx::query_as::<_, Stored>(
             "SELECT client_key, base_url, mp_company, mp_technical_contact, mp_billing_contact
              FROM installations",
@@ -134,7 +134,7 @@ both_backends! {
         set_marketplace(&app, "s-3", "Gamma OR Delta* (AND NOT)", "x@gamma.example", "COMMERCIAL", None).await;
         set_marketplace(&app, "s-5", "Zürich Äpfel AG", "team@zurich.example", "COMMERCIAL", None).await;
         set_marketplace(&app, "s-6", "O'Brien & Sons 100\\", "ob@obrien.example", "COMMERCIAL", None).await;
-        connect_keeper::on_db!(&app.state.db, |p| {
+        crate::on_db!(&app.state.db, |p| {
             sqlx::query("UPDATE installations SET mp_billing_contact = $1 WHERE client_key = 's-4'")
                 .bind(r#"{"name": "Bill", "email": "billing@plain.example", "phone": null}"#)
                 .execute(p).await.map(|_| ())
@@ -191,14 +191,14 @@ both_backends! {
         install_at(&app, "t-1", "secret", "somewhere").await;
         match backend {
             Backend::Sqlite => {
-                let n: i64 = connect_keeper::on_db!(&app.state.db, |p| {
+                let n: i64 = crate::on_db!(&app.state.db, |p| {
                     sqlx::query_scalar("SELECT COUNT(*) FROM installation_search WHERE installation_search MATCH '\"somewhere\"'")
                         .fetch_one(p).await
                 }).unwrap();
                 assert_eq!(n, 1);
             }
             Backend::Postgres => {
-                let available: bool = connect_keeper::on_db!(&app.state.db, |p| {
+                let available: bool = crate::on_db!(&app.state.db, |p| {
                     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm')")
                         .fetch_one(p).await
                 }).unwrap();
@@ -206,7 +206,7 @@ both_backends! {
                     eprintln!("pg_trgm is not installed on this server: the trigram indexes are not checked");
                     return;
                 }
-                let names: Vec<String> = connect_keeper::on_db!(&app.state.db, |p| {
+                let names: Vec<String> = crate::on_db!(&app.state.db, |p| {
                     sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE 'installations\\_search\\_%' ORDER BY 1")
                         .fetch_all(p).await
                 }).unwrap();

@@ -138,6 +138,58 @@ fn verify(c: &mut Criterion) {
         b.iter(|| api_call(Some(&remembered)))
     });
 
+    // A Forge Remote call: a FIT in `Authorization: Bearer`, the key found by `kid` in the
+    // cached key set (a map look-up, as `ForgeKeys::cached`), RS256, every claim check, the
+    // installation already in memory, and the licence decided from `app.license`.
+    let fit_claims = {
+        let mut c = connect_keeper::forge::testing::claims(t);
+        c["app"]["license"] = json!({"active": true, "type": "commercial"});
+        c
+    };
+    let fit_header = format!(
+        "Bearer {}",
+        connect_keeper::forge::testing::mint(&fit_claims, connect_keeper::forge::testing::KID)
+    );
+    let keys: std::collections::HashMap<String, Arc<jsonwebtoken::DecodingKey>> = [(
+        connect_keeper::forge::testing::KID.to_owned(),
+        Arc::new(
+            jsonwebtoken::DecodingKey::from_rsa_pem(
+                connect_keeper::forge::testing::PUBLIC_PEM.as_bytes(),
+            )
+            .expect("test key"),
+        ),
+    )]
+    .into();
+    let policy = connect_keeper::forge::fit::FitPolicy {
+        app_ids: vec![
+            connect_keeper::forge::ids::AppId::parse(connect_keeper::forge::testing::APP_UUID)
+                .expect("app id"),
+        ],
+        environments: vec![connect_keeper::forge::ids::EnvironmentType::Production],
+        leeway_secs: 30,
+    };
+    let fit_tenant = tenant(vec![]);
+    c.bench_function("verify_and_decide/fit_known_installation", |b| {
+        b.iter(|| {
+            use connect_keeper::forge::fit;
+            let token = fit::bearer_token(Some(black_box(&fit_header)))
+                .expect("bearer")
+                .expect("token");
+            let kid = fit::peek_kid(token).expect("kid");
+            let key = keys.get(&kid).expect("cached key").clone();
+            let verified = fit::verify(token, &key, &policy, t).expect("verified");
+            let d = connect_keeper::licensing::decide_fit(
+                true,
+                fit_tenant.grants(),
+                verified.license.as_ref().and_then(|l| l.active),
+                fit_tenant.known_license().as_ref(),
+                now,
+            );
+            assert!(d.licensed);
+            d
+        })
+    });
+
     // For scale: the qsh of the page request alone.
     c.bench_function("qsh/page_request", |b| {
         b.iter(|| qsh::qsh("GET", "/panel", black_box(&page_query), ""))

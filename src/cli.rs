@@ -486,10 +486,15 @@ fn say_database(config: &Config) {
 }
 
 /// Logging for the short-lived commands: warnings and errors on stderr only, so stdout
-/// carries nothing but the command's output (a token, a table, JSON).
+/// carries nothing but the command's output (a token, a table, JSON). sqlx only at `error`:
+/// its "slow statement" warnings (any query over a second, common on a loaded machine or a
+/// large listing) say nothing a person running one command can act on; the server keeps them.
+pub const CLI_LOG_FILTER: &str = "warn,sqlx=error";
+
+/// Installs [`CLI_LOG_FILTER`] (or `RUST_LOG`) on stderr.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(CLI_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
@@ -1231,6 +1236,20 @@ fn print_list<T: serde::Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_logs_no_sqlx_slow_statement_warnings_but_keeps_other_warnings() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new(CLI_LOG_FILTER));
+        tracing::subscriber::with_default(subscriber, || {
+            // sqlx logs slow statements at WARN under `sqlx::query`.
+            assert!(!tracing::enabled!(target: "sqlx::query", tracing::Level::WARN));
+            assert!(tracing::enabled!(target: "sqlx::query", tracing::Level::ERROR));
+            assert!(tracing::enabled!(target: "connect_keeper::cli", tracing::Level::WARN));
+            assert!(!tracing::enabled!(target: "connect_keeper::cli", tracing::Level::INFO));
+        });
+    }
 
     #[test]
     fn tables_are_aligned() {

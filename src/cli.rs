@@ -1165,8 +1165,28 @@ fn day(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
         .unwrap_or_default()
 }
 
-/// Left-aligned columns two spaces apart; empty cells show `-`.
+/// Left-aligned columns two spaces apart; empty cells show `-`. A column that is empty in
+/// every row is left out (when there are rows), so that the table of a list fits a terminal:
+/// a Connect-only registry has no installation ids or Forge environments, and sites without
+/// Marketplace data no tier or trial. `--format json` and `csv` keep every field.
 pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let keep: Vec<bool> = (0..header.len())
+        .map(|i| rows.is_empty() || rows.iter().any(|r| r.get(i).is_some_and(|c| !c.is_empty())))
+        .collect();
+    let header: Vec<&str> = header
+        .iter()
+        .zip(&keep)
+        .filter_map(|(h, k)| k.then_some(*h))
+        .collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(&keep)
+                .filter_map(|(c, k)| k.then(|| c.clone()))
+                .collect()
+        })
+        .collect();
     // Cells carry text from sites and the Marketplace: control characters are shown
     // escaped, so an ESC sequence cannot repaint the terminal and a newline cannot forge a row.
     let cell = |s: &str| {
@@ -1199,7 +1219,7 @@ pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) 
         }
         writeln!(out, "{}", s.trim_end())
     };
-    line(out, header.to_vec())?;
+    line(out, header.clone())?;
     for r in &rows {
         line(out, r.iter().map(String::as_str).collect())?;
     }
@@ -1265,6 +1285,24 @@ mod tests {
         .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "ID     NAME\n1      alpha\n22222  -\n");
+    }
+
+    #[test]
+    fn a_column_empty_in_every_row_is_left_out_but_not_from_an_empty_table() {
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            &["ID", "FORGE_ENV", "NAME"],
+            &[
+                vec!["1".into(), String::new(), "alpha".into()],
+                vec!["2".into(), String::new(), String::new()],
+            ],
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "ID  NAME\n1   alpha\n2   -\n");
+        let mut out = Vec::new();
+        write_table(&mut out, &["ID", "FORGE_ENV"], &[]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "ID  FORGE_ENV\n");
     }
 
     #[test]

@@ -1260,8 +1260,8 @@ mod tests {
     #[test]
     fn cli_logs_no_sqlx_slow_statement_warnings_but_keeps_other_warnings() {
         use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_subscriber::EnvFilter::new(CLI_LOG_FILTER));
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(CLI_LOG_FILTER));
         tracing::subscriber::with_default(subscriber, || {
             // sqlx logs slow statements at WARN under `sqlx::query`.
             assert!(!tracing::enabled!(target: "sqlx::query", tracing::Level::WARN));
@@ -1299,7 +1299,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "ID  NAME\n1   alpha\n2   -\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ID  NAME\n1   alpha\n2   -\n"
+        );
         let mut out = Vec::new();
         write_table(&mut out, &["ID", "FORGE_ENV"], &[]).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "ID  FORGE_ENV\n");

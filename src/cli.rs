@@ -1183,7 +1183,8 @@ pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) 
         .map(|r| {
             r.iter()
                 .zip(&keep)
-                .filter_map(|(c, k)| k.then(|| c.clone()))
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.clone())
                 .collect()
         })
         .collect();

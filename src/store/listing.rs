@@ -474,14 +474,14 @@ pub mod seed {
         shared_secret, status, installed_at, updated_at, changed_at, mp_license_id,
         mp_license_type, mp_tier, mp_user_count, mp_status, mp_trial_start, mp_trial_end,
         mp_company, mp_country, mp_region, mp_technical_contact, mp_synced_at, license_state,
-        license_source, effective_trial_end, host_next_check_at";
-    const NCOLS: usize = 26;
+        license_source, effective_trial_end, host_next_check_at, license_corroborated";
+    const NCOLS: usize = 27;
 
     /// Inserts `count` installations with varied status, product, license state, Marketplace
     /// data and trial ends, in batches inside transactions. Keys are `seed-{run}-{n}`.
     pub async fn installations(db: &Db, count: u64, now: DateTime<Utc>) -> sqlx::Result<u64> {
         let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        // 400 rows x 26 values stays under SQLite's 32766 bind values per statement.
+        // 400 rows x 27 values stays under SQLite's 32766 bind values per statement.
         let batch: u64 = 400;
         let mut done = 0;
         while done < count {
@@ -535,7 +535,12 @@ pub mod seed {
                         .bind(r.mp_trial_end)
                         // not due: a server started on seeded data must not try to reach
                         // 100k made-up sites at once
-                        .bind(now + chrono::Duration::days(1));
+                        .bind(now + chrono::Duration::days(1))
+                        // the Marketplace is the only outside source a seeded row has
+                        .bind(
+                            r.mp_status
+                                .is_some_and(|s| s.eq_ignore_ascii_case("active")),
+                        );
                 }
                 q.execute(p).await.map(|_| ())
             })?;
@@ -610,7 +615,12 @@ pub mod seed {
                 mp_license_type: has_mp.then_some(license_type),
                 mp_tier: has_mp.then_some(tier),
                 mp_user_count: if has_mp { users } else { None },
-                mp_status: has_mp.then_some("active"),
+                // an evaluation past its end is `inactive` in the Marketplace's reports
+                mp_status: has_mp.then_some(if license_state == "unlicensed" {
+                    "inactive"
+                } else {
+                    "active"
+                }),
                 mp_trial_start: trial_end.map(|t| t - Duration::days(30)),
                 mp_trial_end: trial_end,
                 mp_company: has_mp.then(|| format!("Company {i} GmbH")),

@@ -833,3 +833,38 @@ both_backends! {
         assert_eq!(after, before);
     }
 }
+
+both_backends! {
+    async fn seeded_rows_carry_the_license_view_the_decision_gives(backend) {
+        // `dev seed` writes its rows' materialised licence view by hand (for speed, 100k rows in
+        // BENCHMARKS.md §3): recomputing it must change nothing, or the benchmarks filter on
+        // data the service would never hold.
+        let app = TestApp::spawn(backend).await;
+        let db = &app.state.db;
+        let n = connect_keeper::store::listing::seed::installations(db, 60, Utc::now()).await.unwrap();
+        assert_eq!(n, 60);
+        let keys: Vec<String> = (0..60).map(|i| format!("{i:07}")).collect();
+        let snapshot = || async {
+            let page = connect_keeper::store::listing::page(
+                db,
+                &Default::default(),
+                connect_keeper::store::listing::Sort::BaseUrl,
+                None,
+                100,
+            )
+            .await
+            .unwrap();
+            page.into_iter()
+                .map(|r| (r.client_key, r.license_state, r.license_source, r.effective_trial_end, r.license_corroborated))
+                .collect::<Vec<_>>()
+        };
+        let before = snapshot().await;
+        assert_eq!(before.len(), 60);
+        assert!(before.iter().any(|r| r.4), "some seeded rows are corroborated by the Marketplace");
+        assert!(before.iter().any(|r| !r.4));
+        let all: Vec<String> = before.iter().map(|r| r.0.clone()).collect();
+        assert!(keys.iter().all(|k| all.iter().any(|c| c.ends_with(k.as_str()))));
+        connect_keeper::registry::license_view::refresh_many(db, &all).await.unwrap();
+        assert_eq!(snapshot().await, before);
+    }
+}

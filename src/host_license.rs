@@ -28,6 +28,7 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::connect::outbound::sign_product_request;
+use crate::http_client::{BodyError, read_limited};
 use crate::state::AppState;
 use crate::store::host_license::{self as store, CheckRecord, HostLicense};
 use crate::store::installations::InstallationRow;
@@ -366,15 +367,11 @@ async fn read_cloud_id(state: &AppState, base_url: &str) -> Result<Option<String
     Ok(info.cloud_id.filter(|id| !id.trim().is_empty()))
 }
 
-async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, ReadError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| ReadError::from_reqwest(&e))? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(ReadError::Invalid("answer too large".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_body(res: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    read_limited(res, MAX_BODY).await.map_err(|e| match e {
+        BodyError::TooLarge => ReadError::Invalid("answer too large".into()),
+        BodyError::Read(e) => ReadError::from_reqwest(&e),
+    })
 }
 
 #[cfg(test)]

@@ -72,10 +72,7 @@ pub enum BodyError {
 /// read when `Content-Length` is larger, otherwise at the chunk that crosses the limit (a
 /// chunked body announces no length). A body of exactly `limit` bytes is read.
 pub async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
-    if res
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
+    if res.content_length().is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge);
     }
     let mut body = Vec::new();

@@ -14,6 +14,9 @@
 //! * An installation without a token, or whose token expired, is not read: Forge refreshes the
 //!   token with its next delivery (the hourly heartbeat).
 //!
+//! The trigger, the poll, the claims and the back-off are the shared
+//! [`crate::license_reader`]'s; this module is its Forge License API source.
+//!
 //! Nothing here ever holds up a request or an event, and nothing here logs the token: errors
 //! are [`LicenseApiError`]s, which carry no body and no token.
 
@@ -22,21 +25,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use tokio::sync::{Semaphore, mpsc};
 
 use crate::forge::ids::AppId;
 use crate::forge::license_api::{LicenseAnswer, LicenseApiError};
-use crate::host_license::{backoff, later};
+use crate::license_reader::{self as reader, Failure, Outcome, Pace, Source, later};
 use crate::secrets::Field;
 use crate::state::AppState;
-use crate::store::forge_license::{self as store, ApiLicense, ReadRecord, TokenRow};
+use crate::store::forge_license::{self as store, ApiLicense, TokenRow};
+use crate::store::license_reads::Schedule;
 
 /// The same client-key queue as the product licence reader's: a route pokes it, the worker
 /// takes it. Cheap and never blocks.
-pub type Trigger = crate::host_license::Trigger;
-
-/// Reads in flight at once per instance.
-const CONCURRENCY: usize = 8;
+pub type Trigger = crate::license_reader::Trigger;
 
 /// Starts the worker for this process when Forge is configured (once; later calls do
 /// nothing).
@@ -44,62 +44,34 @@ pub fn start(state: Arc<AppState>) {
     if !state.config.forge_enabled() {
         return;
     }
-    let Some(rx) = state.forge_license.take_receiver() else {
-        return;
-    };
-    tokio::spawn(run(state, rx));
+    reader::start::<ForgeLicenceApi>(state);
 }
 
-/// How often the database is asked for due installations.
-fn poll_period(min_interval: Duration) -> Duration {
-    (min_interval / 2).clamp(Duration::from_millis(10), Duration::from_secs(15))
-}
+/// The Forge License API as a [`Source`] of the shared reader.
+struct ForgeLicenceApi;
 
-async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<String>) {
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let min = state.config.forge_license_min_interval;
-    let mut tick = tokio::time::interval(poll_period(min));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            key = rx.recv() => {
-                let Some(key) = key else { return };
-                let (state, permits) = (state.clone(), permits.clone());
-                tokio::spawn(async move {
-                    let Ok(_permit) = permits.acquire_owned().await else { return };
-                    let now = crate::store::now();
-                    match store::claim_one(&state.db, &key, now, later(now, min)).await {
-                        Ok(Some(row)) => read(&state, row, now).await,
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(client_key = %key, error = %e, "Forge licence claim failed"),
-                    }
-                });
-            }
-            _ = tick.tick() => {
-                if state.db.is_closed() {
-                    return;
-                }
-                let free = permits.available_permits();
-                if free == 0 {
-                    continue;
-                }
-                let now = crate::store::now();
-                let rows = match store::claim_due(&state.db, now, later(now, min), free as i64).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Forge licence poll failed");
-                        continue;
-                    }
-                };
-                for row in rows {
-                    let (state, permits) = (state.clone(), permits.clone());
-                    tokio::spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else { return };
-                        read(&state, row, now).await;
-                    });
-                }
-            }
-        }
+impl Source for ForgeLicenceApi {
+    type Row = TokenRow;
+    const NAME: &'static str = "Forge licence";
+    const SCHEDULE: &'static Schedule = &store::SCHEDULE;
+    /// Never before the next read is due: Atlassian's limit holds for a fresh token too.
+    const TRIGGER_FORCES: bool = false;
+
+    fn trigger(state: &AppState) -> &Trigger {
+        &state.forge_license
+    }
+
+    fn poll_base(state: &AppState) -> Duration {
+        state.config.forge_license_min_interval
+    }
+
+    /// The claim is the read's slot: the next read moves at least the minimum interval ahead.
+    fn claim_until(state: &AppState, now: DateTime<Utc>) -> DateTime<Utc> {
+        later(now, state.config.forge_license_min_interval)
+    }
+
+    async fn read(state: &AppState, row: TokenRow, claimed_at: DateTime<Utc>) {
+        read(state, row, claimed_at).await;
     }
 }
 
@@ -114,14 +86,21 @@ pub fn next_read(
     refresh: Duration,
     retry_base: Duration,
 ) -> DateTime<Utc> {
-    let wait = match outcome {
-        Ok(()) => refresh,
-        Err(e) => match e.retry_after() {
-            Some(asked) => asked,
-            None => backoff(retry_base, failures, refresh),
+    let outcome = match outcome {
+        Ok(()) => Outcome::Success,
+        Err(e) => Outcome::Failure {
+            retry_after: e.retry_after(),
         },
     };
-    later(started, wait.max(min))
+    reader::next_read(started, outcome, failures, pace(min, refresh, retry_base))
+}
+
+fn pace(min: Duration, refresh: Duration, retry_base: Duration) -> Pace {
+    Pace {
+        min,
+        refresh,
+        retry_base,
+    }
 }
 
 /// Reads one claimed installation and records the outcome. Never fails: errors are logged
@@ -175,42 +154,33 @@ async fn read(state: &AppState, row: TokenRow, started: DateTime<Utc>) {
         .with_label_values(&[outcome])
         .inc();
     let now = crate::store::now();
-    let (license, failures, last_error) = match &result {
-        Ok(answer) => (Some(api_license(answer)), 0, None),
+    let (license, result) = match &result {
+        Ok(answer) => (Some(api_license(answer)), Ok(())),
         Err(e) => {
             tracing::warn!(error = %e, "reading the Forge License API failed");
-            (
-                None,
-                row.forge_api_failures.saturating_add(1),
-                Some(e.to_string()),
-            )
+            let failure = Failure {
+                error: e.to_string(),
+                retry_after: e.retry_after(),
+            };
+            (None, Err(failure))
         }
     };
-    let next_read_at = next_read(
-        started,
-        result.as_ref().map(|_| ()),
-        failures,
+    let pace = pace(
         cfg.forge_license_min_interval,
         cfg.host_license_refresh,
         cfg.host_retry_base,
     );
     let read_license = license.is_some();
-    let rec = ReadRecord {
-        license,
-        checked_at: now,
-        next_read_at,
-        failures,
-        last_error,
-    };
-    if let Err(e) = store::record(&state.db, &row.client_key, &rec).await {
-        tracing::error!(error = %e, "storing the Forge licence failed");
-        return;
-    }
-    if read_license
-        && let Err(e) = crate::registry::license_view::refresh(&state.db, &row.client_key).await
-    {
-        tracing::error!(error = %e, "refreshing the license view failed");
-    }
+    let rec = reader::record(license, now, started, result, row.forge_api_failures, pace);
+    let written = store::record(&state.db, &row.client_key, &rec).await;
+    reader::store_outcome(
+        state,
+        &row.client_key,
+        written,
+        read_license,
+        "the Forge licence",
+    )
+    .await;
 }
 
 fn api_license(answer: &LicenseAnswer) -> Option<ApiLicense> {
@@ -230,6 +200,7 @@ fn api_license(answer: &LicenseAnswer) -> Option<ApiLicense> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::license_reader::poll_period;
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

@@ -14,153 +14,66 @@
 //! in `host_license_checks_total`, and retried after `host_retry_base`, doubling per failure
 //! up to the refresh period. With several instances on one database each runs this loop;
 //! claims in the database (see [`crate::store::host_license`]) keep two of them from reading
-//! the same site at once.
+//! the same site at once. The trigger, the poll, the claims and the back-off are the shared
+//! [`crate::license_reader`]'s; this module is its product licence source.
 //!
 //! A response without a `license` object (a free app, or licensing not enabled) clears the
 //! `host_license_*` columns but sets `host_checked_at`: "checked, the product reports no
 //! license", which [`crate::licensing`] treats as no observation from the product.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tokio::sync::{Semaphore, mpsc};
 
 use crate::connect::outbound::sign_product_request;
+use crate::http_client::{BodyError, read_limited};
+pub use crate::license_reader::Trigger;
+use crate::license_reader::{self as reader, Failure, Pace, Source};
 use crate::state::AppState;
-use crate::store::host_license::{self as store, CheckRecord, HostLicense};
+use crate::store::host_license::{self as store, HostLicense};
 use crate::store::installations::InstallationRow;
+use crate::store::license_reads::Schedule;
 
-/// Reads in flight at once per instance; the rest wait their turn.
-const CONCURRENCY: usize = 8;
-/// Install notifications waiting for the worker; beyond this they are dropped (logged), and
-/// the periodic poll still picks never-checked tenants up.
-const QUEUE: usize = 1024;
 /// How long a claim protects a tenant from other instances: well over the two reads with the
 /// HTTP client's 10 s timeout. A claim left by a crashed process expires after this.
 const CLAIM_SECS: i64 = 120;
 /// Longest answer body read from the product.
 const MAX_BODY: usize = 1 << 20;
 
-/// The lifecycle side of the worker: `state.host_refresh.installed(client_key)` after a
-/// verified install. Cheap and never blocks.
-pub struct Trigger {
-    tx: mpsc::Sender<String>,
-    rx: Mutex<Option<mpsc::Receiver<String>>>,
-}
-
-impl Default for Trigger {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Trigger {
-    pub fn new() -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        Trigger {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-
-    /// Asks for an immediate read of this tenant's license and cloudId.
-    pub fn installed(&self, client_key: &str) {
-        if self.tx.try_send(client_key.to_owned()).is_err() {
-            tracing::warn!(
-                client_key,
-                "host license queue full; the periodic poll will read it"
-            );
-        }
-    }
-
-    pub(crate) fn take_receiver(&self) -> Option<mpsc::Receiver<String>> {
-        self.rx.lock().ok()?.take()
-    }
-}
-
 /// Starts the worker for this process (once; later calls do nothing). Called by
 /// [`crate::startup::Application`]; CLI commands do not poll.
 pub fn start(state: Arc<AppState>) {
-    let Some(rx) = state.host_refresh.take_receiver() else {
-        return;
-    };
-    tokio::spawn(run(state, rx));
+    reader::start::<ProductLicence>(state);
 }
 
-/// How often the database is asked for due tenants: often enough that a retry is not late
-/// by more than half its delay, at most every 15 s.
-fn poll_period(retry_base: Duration) -> Duration {
-    (retry_base / 2).clamp(Duration::from_millis(10), Duration::from_secs(15))
-}
+/// The product's licence endpoint and tenant_info as a [`Source`] of the shared reader.
+struct ProductLicence;
 
-async fn run(state: Arc<AppState>, mut rx: mpsc::Receiver<String>) {
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut tick = tokio::time::interval(poll_period(state.config.host_retry_base));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            key = rx.recv() => {
-                let Some(key) = key else { return };
-                let (state, permits) = (state.clone(), permits.clone());
-                tokio::spawn(async move {
-                    let Ok(_permit) = permits.acquire_owned().await else { return };
-                    let now = crate::store::now();
-                    match store::claim_one(&state.db, &key, now, claim_until(now), true).await {
-                        Ok(Some(row)) => check(&state, row).await,
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(client_key = %key, error = %e, "host license claim failed"),
-                    }
-                });
-            }
-            _ = tick.tick() => {
-                if state.db.is_closed() {
-                    return;
-                }
-                let free = permits.available_permits();
-                if free == 0 {
-                    continue;
-                }
-                let now = crate::store::now();
-                let rows = match store::claim_due(&state.db, now, claim_until(now), free as i64).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "host license poll failed");
-                        continue;
-                    }
-                };
-                for row in rows {
-                    let (state, permits) = (state.clone(), permits.clone());
-                    tokio::spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else { return };
-                        check(&state, row).await;
-                    });
-                }
-            }
-        }
+impl Source for ProductLicence {
+    type Row = InstallationRow;
+    const NAME: &'static str = "host license";
+    const SCHEDULE: &'static Schedule = &store::SCHEDULE;
+    /// Right after a verified install the tenant is read even when not due yet.
+    const TRIGGER_FORCES: bool = true;
+
+    fn trigger(state: &AppState) -> &Trigger {
+        &state.host_refresh
     }
-}
 
-fn claim_until(now: DateTime<Utc>) -> DateTime<Utc> {
-    now + chrono::Duration::seconds(CLAIM_SECS)
-}
+    /// A retry is then not late by more than half its delay.
+    fn poll_base(state: &AppState) -> Duration {
+        state.config.host_retry_base
+    }
 
-/// `now + d`, capped at 100 years so that a huge configured period cannot overflow the
-/// database's timestamp range.
-pub(crate) fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    let d = d.min(Duration::from_secs(100 * 365 * 24 * 3600));
-    chrono::TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(now)
-}
+    fn claim_until(_: &AppState, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::seconds(CLAIM_SECS)
+    }
 
-/// Delay before the next try after `failures` consecutive failures (1 = first failure):
-/// `base · 2^(failures-1)`, capped at the refresh period.
-pub fn backoff(base: Duration, failures: i32, refresh: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).clamp(0, 30) as u32;
-    base.saturating_mul(1u32 << exp).min(refresh)
+    async fn read(state: &AppState, row: InstallationRow, _: DateTime<Utc>) {
+        check(state, row).await;
+    }
 }
 
 /// Reads one claimed tenant and records the outcome. Never fails: errors are logged, counted
@@ -205,31 +118,30 @@ pub async fn check(state: &AppState, mut row: InstallationRow) {
     };
     let now = crate::store::now();
     let cfg = &state.config;
-    let (failures, delay, last_error) = if errors.is_empty() {
-        (0, cfg.host_license_refresh, None)
+    let result = if errors.is_empty() {
+        Ok(())
     } else {
-        let failures = row.host_failures.saturating_add(1);
-        let delay = backoff(cfg.host_retry_base, failures, cfg.host_license_refresh);
-        (failures, delay, Some(errors.join("; ")))
+        Err(Failure {
+            error: errors.join("; "),
+            retry_after: None,
+        })
+    };
+    let pace = Pace {
+        min: Duration::ZERO,
+        refresh: cfg.host_license_refresh,
+        retry_base: cfg.host_retry_base,
     };
     let read_license = license.is_some();
-    let rec = CheckRecord {
-        license,
-        cloud_id,
-        checked_at: now,
-        next_check_at: later(now, delay),
-        failures,
-        last_error,
-    };
-    if let Err(e) = store::record(&state.db, &row.client_key, &rec).await {
-        tracing::error!(error = %e, "storing host license data failed");
-        return;
-    }
-    if read_license {
-        if let Err(e) = crate::registry::license_view::refresh(&state.db, &row.client_key).await {
-            tracing::error!(error = %e, "refreshing the license view failed");
-        }
-    }
+    let rec = reader::record(license, now, now, result, row.host_failures, pace);
+    let written = store::record(&state.db, &row.client_key, &rec, cloud_id.as_deref()).await;
+    reader::store_outcome(
+        state,
+        &row.client_key,
+        written,
+        read_license,
+        "host license data",
+    )
+    .await;
 }
 
 /// Why a read failed. The text is safe to log and store: no token, no secret.
@@ -366,20 +278,17 @@ async fn read_cloud_id(state: &AppState, base_url: &str) -> Result<Option<String
     Ok(info.cloud_id.filter(|id| !id.trim().is_empty()))
 }
 
-async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, ReadError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| ReadError::from_reqwest(&e))? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(ReadError::Invalid("answer too large".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_body(res: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    read_limited(res, MAX_BODY).await.map_err(|e| match e {
+        BodyError::TooLarge => ReadError::Invalid("answer too large".into()),
+        BodyError::Read(e) => ReadError::from_reqwest(&e),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::license_reader::{backoff, poll_period};
 
     #[test]
     fn backoff_doubles_up_to_the_refresh_period() {

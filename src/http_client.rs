@@ -8,6 +8,9 @@
 //! status, so nothing another host says is stored. A site's `baseUrl`, the Marketplace and the key server are chosen by
 //! configuration or by a signed install; a redirect is not, and following one off-origin would
 //! let whoever controls it answer for them (and, for the Marketplace, learn where we call).
+//!
+//! Answer bodies are read with [`read_limited`] and a limit per caller: an outside server
+//! decides how much it sends, and must not decide how much memory we spend on it.
 
 use std::time::Duration;
 
@@ -54,6 +57,32 @@ pub fn build(connect_timeout: Duration, timeout: Duration) -> reqwest::Result<re
 /// The service's client: 5 s to connect, 10 s per request.
 pub fn default_client() -> reqwest::Result<reqwest::Client> {
     build(Duration::from_secs(5), Duration::from_secs(10))
+}
+
+/// Why [`read_limited`] gave no body.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The body is longer than the limit: its `Content-Length` says so, or reading counted it.
+    TooLarge,
+    /// The connection failed (or timed out) while the body was read.
+    Read(reqwest::Error),
+}
+
+/// Reads `res`'s body, refusing it as soon as it is known to exceed `limit` bytes: before any
+/// read when `Content-Length` is larger, otherwise at the chunk that crosses the limit (a
+/// chunked body announces no length). A body of exactly `limit` bytes is read.
+pub async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if res.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -132,5 +161,77 @@ mod tests {
             server.received_requests().await.unwrap().len(),
             MAX_REDIRECTS + 1
         );
+    }
+
+    async fn answering(body: &str) -> reqwest::Response {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(body))
+            .mount(&server)
+            .await;
+        default_client()
+            .unwrap()
+            .get(server.uri())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_of_exactly_the_limit_is_read() {
+        let res = answering("0123456789").await;
+        assert_eq!(read_limited(res, 10).await.unwrap(), b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused() {
+        let res = answering("0123456789A").await;
+        assert!(matches!(
+            read_limited(res, 10).await,
+            Err(BodyError::TooLarge)
+        ));
+    }
+
+    /// A one-request server on a plain socket that sends `chunks` as a chunked body (no
+    /// `Content-Length`, which wiremock always sets), then closes.
+    fn chunked_server(chunks: Vec<String>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let mut answer = String::from(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            );
+            for chunk in &chunks {
+                answer.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+                // Separate writes, so the client sees separate chunks.
+                let _ = conn.write_all(answer.as_bytes());
+                let _ = conn.flush();
+                answer.clear();
+            }
+            let _ = conn.write_all(b"0\r\n\r\n");
+        });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_is_refused_while_reading() {
+        let url = chunked_server(vec!["x".repeat(6), "y".repeat(6)]);
+        let res = default_client().unwrap().get(url).send().await.unwrap();
+        assert_eq!(res.content_length(), None);
+        assert!(matches!(
+            read_limited(res, 10).await,
+            Err(BodyError::TooLarge)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_within_the_limit_is_read_whole() {
+        let url = chunked_server(vec!["x".repeat(5), "y".repeat(5)]);
+        let res = default_client().unwrap().get(url).send().await.unwrap();
+        assert_eq!(read_limited(res, 10).await.unwrap(), b"xxxxxyyyyy");
     }
 }

@@ -74,6 +74,7 @@ pub mod forge_license;
 pub mod guard;
 pub(crate) mod host_license;
 pub(crate) mod http_client;
+pub(crate) mod license_reader;
 pub mod licensing;
 pub mod marketplace;
 pub(crate) mod metrics;

@@ -24,6 +24,7 @@ use moka::future::Cache;
 use url::Url;
 
 use super::jwt::JwtError;
+use crate::http_client::{BodyError, read_limited};
 
 /// Real key ids are UUIDs or short names; anything longer is not worth a request.
 pub const MAX_KID_LEN: usize = 200;
@@ -215,7 +216,7 @@ impl InstallKeys {
 
     async fn fetch(&self, kid: &str) -> Result<DecodingKey, JwtError> {
         let url = self.key_url(kid)?;
-        let mut response = self.http.get(url).send().await.map_err(|err| {
+        let response = self.http.get(url).send().await.map_err(|err| {
             tracing::warn!(kid, error = %err, "install key request failed");
             JwtError::KeyUnavailable
         })?;
@@ -239,19 +240,17 @@ impl InstallKeys {
             return Err(JwtError::KeyUnavailable);
         }
 
-        let mut body = Vec::new();
-        loop {
-            let chunk = response.chunk().await.map_err(|err| {
-                tracing::warn!(kid, error = %err, "reading install key failed");
+        let body = read_limited(response, MAX_KEY_BODY_BYTES)
+            .await
+            .map_err(|e| {
+                match e {
+                    BodyError::TooLarge => tracing::warn!(kid, "install key response too large"),
+                    BodyError::Read(err) => {
+                        tracing::warn!(kid, error = %err, "reading install key failed")
+                    }
+                }
                 JwtError::KeyUnavailable
             })?;
-            let Some(chunk) = chunk else { break };
-            if body.len() + chunk.len() > MAX_KEY_BODY_BYTES {
-                tracing::warn!(kid, "install key response too large");
-                return Err(JwtError::KeyUnavailable);
-            }
-            body.extend_from_slice(&chunk);
-        }
 
         parse_public_key(&body).inspect_err(|_| {
             tracing::warn!(

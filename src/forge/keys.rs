@@ -22,6 +22,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::fit::FitError;
+use crate::http_client::{BodyError, read_limited};
 
 /// The least time between two fetches of the key set, whatever asks for them.
 pub const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
@@ -217,7 +218,7 @@ impl Inner {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, FetchError> {
-        let mut response = self
+        let response = self
             .http
             .get(self.url.clone())
             .timeout(FETCH_TIMEOUT)
@@ -228,17 +229,12 @@ impl Inner {
         if !status.is_success() {
             return Err(FetchError::Status(status.as_u16()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let body = read_limited(response, MAX_JWKS_BYTES)
             .await
-            .map_err(|e| FetchError::Http(e.to_string()))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(FetchError::Body("too large".into()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                BodyError::TooLarge => FetchError::Body("too large".into()),
+                BodyError::Read(e) => FetchError::Http(e.to_string()),
+            })?;
         parse_jwks(&body)
     }
 }

@@ -26,6 +26,7 @@ use url::Url;
 
 use super::fit::{FitLicense, RawLicense};
 use super::ids::AppId;
+use crate::http_client::{BodyError, read_limited};
 
 /// The path of the License API under `FORGE_API_URL`.
 pub const LICENSE_PATH: &str = "/forge/app/v1/license";
@@ -182,25 +183,11 @@ pub fn license_url(api_url: &Url) -> Url {
     url
 }
 
-async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, LicenseApiError> {
-    if res
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY as u64)
-    {
-        return Err(LicenseApiError::Invalid("answer too large"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = res
-        .chunk()
-        .await
-        .map_err(|e| LicenseApiError::from_reqwest(&e))?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(LicenseApiError::Invalid("answer too large"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_body(res: reqwest::Response) -> Result<Vec<u8>, LicenseApiError> {
+    read_limited(res, MAX_BODY).await.map_err(|e| match e {
+        BodyError::TooLarge => LicenseApiError::Invalid("answer too large"),
+        BodyError::Read(e) => LicenseApiError::from_reqwest(&e),
+    })
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ use url::Url;
 use super::MarketplaceError;
 use super::parser::{Page, parse_page};
 use crate::config::{Config, MarketplaceCredentials};
+use crate::http_client::{BodyError, read_limited};
 
 /// Largest page body accepted (a real page of 50 is ~100 KiB).
 const MAX_PAGE_BYTES: usize = 32 << 20;
@@ -85,7 +86,7 @@ impl Client {
         creds: &MarketplaceCredentials,
         url: &str,
     ) -> Result<Page, MarketplaceError> {
-        let mut res = self
+        let res = self
             .http
             .get(url)
             .basic_auth(&creds.user, Some(creds.api_token.expose_secret()))
@@ -101,17 +102,12 @@ impl Client {
         if !status.is_success() {
             return Err(MarketplaceError::Status(status.as_u16()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = res
-            .chunk()
+        let body = read_limited(res, MAX_PAGE_BYTES)
             .await
-            .map_err(|e| MarketplaceError::from_reqwest(&e))?
-        {
-            if body.len() + chunk.len() > MAX_PAGE_BYTES {
-                return Err(MarketplaceError::Malformed("page too large".into()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                BodyError::TooLarge => MarketplaceError::Malformed("page too large".into()),
+                BodyError::Read(e) => MarketplaceError::from_reqwest(&e),
+            })?;
         parse_page(&body)
     }
 }

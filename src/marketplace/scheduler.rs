@@ -51,6 +51,6 @@ pub fn spawn_periodic(db: Db, client: Client, metrics: Metrics, interval: Durati
 
 /// Time left until `last + interval` (zero when past).
 fn until_due(last: DateTime<Utc>, interval: Duration) -> Duration {
-    let due = crate::host_license::later(last, interval);
+    let due = crate::license_reader::later(last, interval);
     (due - db_store::now()).to_std().unwrap_or(Duration::ZERO)
 }

@@ -68,7 +68,7 @@ async fn sync_inner(db: &Db, client: &Client) -> Result<SyncSummary, SyncError> 
         LEASE,
         &holder,
         now,
-        crate::host_license::later(now, LEASE_TTL),
+        crate::license_reader::later(now, LEASE_TTL),
     )
     .await?
     {
@@ -167,7 +167,7 @@ impl Run<'_> {
     }
 
     async fn renew(&self) -> Result<(), SyncError> {
-        let until = crate::host_license::later(db_store::now(), LEASE_TTL);
+        let until = crate::license_reader::later(db_store::now(), LEASE_TTL);
         if leases::renew(self.db, LEASE, self.holder, until).await? {
             Ok(())
         } else {

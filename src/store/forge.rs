@@ -308,7 +308,10 @@ macro_rules! claim_installation_in_tx {
         .await?;
         match holder {
             Some((old_key, flavour)) if flavour == "forge" => {
-                if $tenant_exists {
+                // Merged: the Forge columns are read before the Forge-only row goes, and
+                // written onto the tenant once everything hanging off the row has moved.
+                // Renamed: the row itself takes the new key.
+                let absorbed = if $tenant_exists {
                     let a: $crate::store::forge::Absorbed =
                         sqlx::query_as($crate::store::forge::READ_ABSORBED)
                             .bind(&old_key)
@@ -318,14 +321,28 @@ macro_rules! claim_installation_in_tx {
                         .bind(&old_key)
                         .execute(&mut *$tx)
                         .await?;
-                    for sql in $crate::store::forge::MOVE_CHILDREN {
-                        sqlx::query(sql)
-                            .bind(&old_key)
-                            .bind($client_key)
-                            .bind($now)
-                            .execute(&mut *$tx)
-                            .await?;
-                    }
+                    Some(a)
+                } else {
+                    sqlx::query(
+                        "UPDATE installations SET client_key = $2, changed_at = $3
+                         WHERE client_key = $1",
+                    )
+                    .bind(&old_key)
+                    .bind($client_key)
+                    .bind($now)
+                    .execute(&mut *$tx)
+                    .await?;
+                    None
+                };
+                for sql in $crate::store::forge::MOVE_CHILDREN {
+                    sqlx::query(sql)
+                        .bind(&old_key)
+                        .bind($client_key)
+                        .bind($now)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                if let Some(a) = absorbed {
                     sqlx::query($crate::store::forge::ABSORB)
                         .bind($client_key)
                         .bind(a.0)
@@ -347,24 +364,6 @@ macro_rules! claim_installation_in_tx {
                         .bind($now)
                         .execute(&mut *$tx)
                         .await?;
-                } else {
-                    sqlx::query(
-                        "UPDATE installations SET client_key = $2, changed_at = $3
-                         WHERE client_key = $1",
-                    )
-                    .bind(&old_key)
-                    .bind($client_key)
-                    .bind($now)
-                    .execute(&mut *$tx)
-                    .await?;
-                    for sql in $crate::store::forge::MOVE_CHILDREN {
-                        sqlx::query(sql)
-                            .bind(&old_key)
-                            .bind($client_key)
-                            .bind($now)
-                            .execute(&mut *$tx)
-                            .await?;
-                    }
                 }
                 Some(old_key)
             }

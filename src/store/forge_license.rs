@@ -3,20 +3,29 @@
 //! `installations`.
 //!
 //! Scheduling lives in `forge_api_retry_after`, the earliest time the License API may be read
-//! for the installation again. Taking work is an `UPDATE … WHERE forge_api_retry_after <= now`
-//! that moves the column at least [`crate::forge::license_api::MIN_INTERVAL`] ahead *before*
+//! for the installation again. Taking work ([`super::license_reads`]) is an `UPDATE … WHERE
+//! forge_api_retry_after <= now` that moves the column at least [`crate::forge::license_api::MIN_INTERVAL`] ahead *before*
 //! the read, so Atlassian's limit (one read per 5 minutes per installation) holds across
 //! instances and crashes: a read that never records its outcome still counts as a read.
 
 use chrono::{DateTime, Utc};
 
+use super::license_reads::{self as reads, Record, Schedule};
 use super::{Db, WritePool};
 
-/// Installations whose licence can be read: a system token that has not expired, and a Forge
-/// installation id (the token's row key).
-const READABLE: &str = "forge_system_token IS NOT NULL
+/// The License API reader's schedule. Installations whose licence can be read: a system token
+/// that has not expired, and a Forge installation id (the token's row key). A claim is taken
+/// only when due, never earlier: the 5-minute limit holds for reads asked for by a fresh token
+/// too.
+pub(crate) const SCHEDULE: Schedule = Schedule {
+    next_at: "forge_api_retry_after",
+    failures: "forge_api_failures",
+    last_error: "forge_api_last_error",
+    readable: "forge_system_token IS NOT NULL
      AND forge_installation_id IS NOT NULL
-     AND forge_system_token_expires_at > $1";
+     AND forge_system_token_expires_at > $1",
+    returning: "client_key, forge_installation_id, forge_app_id, forge_system_token, forge_api_failures",
+};
 
 /// What the reader needs of a row; the token still sealed.
 #[derive(Clone, sqlx::FromRow)]
@@ -37,9 +46,6 @@ impl std::fmt::Debug for TokenRow {
             .finish_non_exhaustive()
     }
 }
-
-const COLUMNS: &str =
-    "client_key, forge_installation_id, forge_app_id, forge_system_token, forge_api_failures";
 
 /// Stores the latest app system token (already sealed) and its expiry. `false`: no such row.
 pub async fn store_token(
@@ -62,59 +68,6 @@ pub async fn store_token(
     })
 }
 
-/// Claims up to `limit` installations due for a read, moving their next read to `until`.
-pub async fn claim_due(
-    db: &Db,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
-    limit: i64,
-) -> sqlx::Result<Vec<TokenRow>> {
-    // The due test is repeated in the outer WHERE: on PostgreSQL a concurrent claimer's UPDATE
-    // re-checks it against the row it waited for, so each row is claimed once.
-    let sql = format!(
-        "UPDATE installations SET forge_api_retry_after = $2
-         WHERE client_key IN (
-             SELECT client_key FROM installations
-             WHERE {READABLE} AND (forge_api_retry_after IS NULL OR forge_api_retry_after <= $1)
-             ORDER BY forge_api_retry_after IS NOT NULL, forge_api_retry_after, client_key
-             LIMIT $3)
-           AND {READABLE} AND (forge_api_retry_after IS NULL OR forge_api_retry_after <= $1)
-         RETURNING {COLUMNS}"
-    );
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(now)
-            .bind(until)
-            .bind(limit)
-            .fetch_all(p)
-            .await
-    })
-}
-
-/// Claims one installation when it is due (never earlier: the 5-minute limit holds for
-/// reads asked for by a fresh token too). `None`: not due, no token, or claimed elsewhere.
-pub async fn claim_one(
-    db: &Db,
-    client_key: &str,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> sqlx::Result<Option<TokenRow>> {
-    let sql = format!(
-        "UPDATE installations SET forge_api_retry_after = $3
-         WHERE client_key = $2 AND {READABLE}
-           AND (forge_api_retry_after IS NULL OR forge_api_retry_after <= $1)
-         RETURNING {COLUMNS}"
-    );
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(now)
-            .bind(client_key)
-            .bind(until)
-            .fetch_optional(p)
-            .await
-    })
-}
-
 /// What the License API said.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApiLicense {
@@ -126,21 +79,9 @@ pub struct ApiLicense {
     pub entitlement_number: Option<String>,
 }
 
-/// The outcome of one read, written at once.
-#[derive(Clone, Debug)]
-pub struct ReadRecord {
-    /// `None`: the read failed (columns kept). `Some(None)`: no licence (columns cleared, the
-    /// check time set: "read, Forge reports none").
-    pub license: Option<Option<ApiLicense>>,
-    pub checked_at: DateTime<Utc>,
-    pub next_read_at: DateTime<Utc>,
-    pub failures: i32,
-    pub last_error: Option<String>,
-}
-
 /// Writes one read's outcome. `changed_at` is bumped when licence data was read, so the tenant
 /// caches of every instance pick the new licence up.
-pub async fn record(db: &Db, client_key: &str, rec: &ReadRecord) -> sqlx::Result<()> {
+pub async fn record(db: &Db, client_key: &str, rec: &Record<ApiLicense>) -> sqlx::Result<()> {
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
         if let Some(license) = &rec.license {
@@ -164,17 +105,7 @@ pub async fn record(db: &Db, client_key: &str, rec: &ReadRecord) -> sqlx::Result
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "UPDATE installations SET forge_api_retry_after = $2, forge_api_failures = $3,
-                 forge_api_last_error = $4
-             WHERE client_key = $1",
-        )
-        .bind(client_key)
-        .bind(rec.next_read_at)
-        .bind(rec.failures)
-        .bind(&rec.last_error)
-        .execute(&mut *tx)
-        .await?;
+        reads::set_schedule!(tx, &SCHEDULE, client_key, rec)?;
         tx.commit().await
     })
 }

@@ -33,6 +33,7 @@ pub mod grants;
 pub mod host_license;
 pub mod installations;
 pub mod leases;
+pub mod license_reads;
 pub mod lifecycle_tokens;
 pub mod listing;
 pub mod marketplace;

@@ -396,7 +396,10 @@ mod fit_tests {
         assert!(!recalled, "first sight is verified in full");
         let (second, recalled) = guard_once(&cache, &keys, &t, NOW + 1).unwrap();
         assert!(recalled, "second sight comes from the cache");
-        assert!(Arc::ptr_eq(&first, &second), "the same verified claims, no copy");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the same verified claims, no copy"
+        );
         assert_eq!(cache.len(), 1);
     }
 

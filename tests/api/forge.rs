@@ -120,7 +120,11 @@ async fn token_says(app: &TestApp, token: &str) -> String {
 /// The message of a refusal of this token (401 asserted).
 async fn refused_because(app: &TestApp, token: &str) -> String {
     let (status, body) = whoami_with(app, token).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
     body["message"].as_str().unwrap_or_default().to_owned()
 }
 

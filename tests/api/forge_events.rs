@@ -609,7 +609,13 @@ both_backends! {
 
 /// `GET path` of the admin API with the bearer token `admin`: the JSON answer.
 async fn admin_get(app: &TestApp, admin: &str, path: &str) -> Value {
-    let res = app.client.get(app.url(path)).bearer_auth(admin).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200, "{path}");
     res.json().await.unwrap()
 }

@@ -1,8 +1,10 @@
 //! Helper of `scripts/load.sh` (loopback only):
 //!
 //! * `load_setup keys PORT_FILE` — serves the test RSA public key (tests/fixtures) at
-//!   `/kid-1` on 127.0.0.1, writes its port to PORT_FILE, and runs until killed. The server
-//!   under test gets `INSTALL_KEYS_URL=http://127.0.0.1:<port>`.
+//!   `/kid-1` on 127.0.0.1, and the same key as a Forge key set (JWKS) at `/jwks.json`; writes
+//!   its port to PORT_FILE, and runs until killed. The server under test gets
+//!   `INSTALL_KEYS_URL=http://127.0.0.1:<port>` and `FORGE_JWKS_URL=http://127.0.0.1:<port>/jwks.json`
+//!   (with `FORGE_APP_ID` = [`testing::APP_UUID`]).
 //! * `load_setup install APP_URL DATABASE_URL` — sends a correctly signed `installed` to the
 //!   server at APP_URL (which must be its APP_BASE_URL), grants the tenant free use through a
 //!   second database connection (as the CLI would), waits until `GET /api/whoami` answers 200,
@@ -10,6 +12,10 @@
 //! * `load_setup tokens N` — prints N distinct context tokens of that tenant (valid for one
 //!   hour; they differ by `jti`), one per line: the load of iframes that each present a token
 //!   the server has not seen yet.
+//! * `load_setup fit APP_URL` — mints a Forge Invocation Token with the test key, valid for one
+//!   hour and carrying an active licence (as a paid app's Forge Remote call does), presents it
+//!   to `GET /api/whoami` until it answers 200 (its first sight registers the installation),
+//!   and prints it on stdout.
 
 use std::time::Duration;
 
@@ -19,6 +25,7 @@ use chrono::Utc;
 use connect_keeper::config::DatabaseUrl;
 use connect_keeper::connect::jwt::sign_hs256;
 use connect_keeper::connect::qsh;
+use connect_keeper::forge::testing;
 use connect_keeper::store::Db;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -42,8 +49,9 @@ async fn main() -> anyhow::Result<()> {
         ["keys", port_file] => keys(port_file).await,
         ["install", app_url, database_url] => install(app_url, database_url).await,
         ["tokens", count] => tokens(count.parse().context("N must be a number")?),
+        ["fit", app_url] => fit(app_url).await,
         _ => bail!(
-            "usage: load_setup keys PORT_FILE | load_setup install APP_URL DATABASE_URL | load_setup tokens N"
+            "usage: load_setup keys PORT_FILE | load_setup install APP_URL DATABASE_URL | load_setup tokens N | load_setup fit APP_URL"
         ),
     }
 }
@@ -51,12 +59,26 @@ async fn main() -> anyhow::Result<()> {
 async fn keys(port_file: &str) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
+    let jwks = testing::jwks(&[(testing::KID, testing::PUBLIC_PEM)]).to_string();
     std::fs::write(port_file, port.to_string())?;
-    HttpServer::new(|| {
-        App::new().route(
-            &format!("/{KID}"),
-            web::get().to(|| async { HttpResponse::Ok().body(PUBLIC_PEM) }),
-        )
+    HttpServer::new(move || {
+        let jwks = jwks.clone();
+        App::new()
+            .route(
+                &format!("/{KID}"),
+                web::get().to(|| async { HttpResponse::Ok().body(PUBLIC_PEM) }),
+            )
+            .route(
+                "/jwks.json",
+                web::get().to(move || {
+                    let jwks = jwks.clone();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(jwks)
+                    }
+                }),
+            )
     })
     .workers(1)
     .listen(listener)?
@@ -117,14 +139,24 @@ async fn install(app_url: &str, database_url: &str) -> anyhow::Result<()> {
         SECRET.as_bytes(),
     );
     // The grant reaches the server through its poller (another process wrote it).
+    whoami_until_ok(&http, app_url, &format!("JWT {token}")).await?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Asks `GET /api/whoami` with `authorization` every 100 ms until it answers 200 (10 s at most).
+async fn whoami_until_ok(
+    http: &reqwest::Client,
+    app_url: &str,
+    authorization: &str,
+) -> anyhow::Result<()> {
     for _ in 0..100 {
         let res = http
             .get(format!("{app_url}/api/whoami"))
-            .header("authorization", format!("JWT {token}"))
+            .header("authorization", authorization)
             .send()
             .await?;
         if res.status() == 200 {
-            println!("{token}");
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -145,5 +177,21 @@ fn tokens(count: usize) -> anyhow::Result<()> {
         writeln!(out, "{token}")?;
     }
     out.flush()?;
+    Ok(())
+}
+
+async fn fit(app_url: &str) -> anyhow::Result<()> {
+    let app_url = app_url.trim_end_matches('/');
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut claims = testing::claims(Utc::now().timestamp());
+    claims["exp"] = json!(Utc::now().timestamp() + 3600);
+    claims["app"]["license"] = json!({"active": true, "type": "commercial"});
+    let token = testing::mint(&claims, testing::KID);
+    // The server fetches the key set at start-up, in the background: the first FIT may come
+    // before it has it.
+    whoami_until_ok(&http, app_url, &format!("Bearer {token}")).await?;
+    println!("{token}");
     Ok(())
 }

@@ -50,7 +50,7 @@ pub enum LifecycleEvent {
 }
 
 impl LifecycleEvent {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             LifecycleEvent::Installed => "installed",
             LifecycleEvent::Uninstalled => "uninstalled",

@@ -78,7 +78,7 @@ use crate::forge::ids::InstallationId;
 use crate::licensing::{self, Decision, Source};
 use crate::state::SharedState;
 use crate::tenants::TenantSnapshot;
-use crate::verified_tokens::VerifiedTokens;
+use crate::verified_tokens::{self, VerifiedTokens};
 
 // ---------------------------------------------------------------------------------------
 // The pure part
@@ -190,8 +190,10 @@ pub fn remember(presented: &Presented<'_>, verified: &Verified, cache: &Verified
     {
         cache.insert(
             &presented.token,
-            presented.claims.clone(),
-            verified.tenant.id(),
+            crate::verified_tokens::KnownToken {
+                claims: presented.claims.clone(),
+                verified_by: verified.tenant.id(),
+            },
         );
     }
 }
@@ -230,6 +232,11 @@ impl Verified {
     /// The Forge installation id, when Forge knows the installation.
     pub fn installation_id(&self) -> Option<InstallationId> {
         self.tenant.forge_installation_id()
+    }
+
+    /// The Forge installation id in ARI form, as Forge writes it (no allocation).
+    pub fn installation_ari(&self) -> Option<&str> {
+        self.tenant.forge_installation_ari()
     }
 
     /// The Atlassian account of the user (`sub` of a Connect JWT, `principal` of a FIT),
@@ -346,15 +353,25 @@ pub enum FitRefusal {
 /// key set — an unknown `kid` refetches it at most once per 30 s —, signature, `iss`, `aud`,
 /// times, `app.id`, installation id, environment, `icLabel`) and finds its installation: from
 /// memory when known, registered at first sight otherwise. Nothing else is written.
+///
+/// A FIT this process verified before with the key the key set still holds under its `kid`
+/// skips the decoding and the RS256 check ([`verified_tokens::recall_fit`]); its times and the
+/// policy are checked again, and the installation is looked up, on every request.
 pub async fn authenticate_fit(
     state: &crate::state::AppState,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<(Fit, Arc<TenantSnapshot>), FitRefusal> {
+) -> Result<(Arc<Fit>, Arc<TenantSnapshot>), FitRefusal> {
     let keys = state.forge_keys.as_ref().ok_or(FitError::Disabled)?;
-    let kid = fit::peek_kid(token)?;
-    let key = keys.find(&kid).await?;
-    let fit = fit::verify(token, &key, &state.fit_policy, now.timestamp())?;
+    let (cache, policy, at) = (&state.verified_fits, &state.fit_policy, now.timestamp());
+    let fit = match verified_tokens::recall_fit(cache, token, |kid| keys.cached(kid), policy, at) {
+        Some(recalled) => recalled?,
+        None => {
+            let kid = fit::peek_kid(token)?;
+            let key = keys.find(&kid).await?;
+            verified_tokens::verify_fit(cache, token, &kid, &key, policy, at)?
+        }
+    };
     let tenant = crate::registry::forge::resolve(state, &fit)
         .await
         .map_err(|e| {
@@ -395,9 +412,10 @@ pub async fn verify_fit(
     }
     let decision = licensing::decide_fit(
         state.config.license_enforcement,
+        state.config.lic_trust,
         tenant.grants(),
         fit.license.as_ref().and_then(|l| l.active),
-        tenant.known_license().as_ref(),
+        &tenant.known(),
         now,
     );
     state.seen.saw_fit(&tenant, fit.license.as_ref(), now);
@@ -407,7 +425,7 @@ pub async fn verify_fit(
         token_kind: TokenKind::Context,
         lic: None,
         decision,
-        fit: Some(Arc::new(fit)),
+        fit: Some(fit),
     })
 }
 

@@ -282,11 +282,7 @@ pub fn decide(
         };
         (lic == "active" && believed, Source::Lic)
     });
-    let known = match trust {
-        LicTrust::Request => known.license.as_ref(),
-        LicTrust::Corroborated => known.outside.as_ref(),
-    };
-    decide_with(enforcement, grants, said, known, now)
+    decide_with(enforcement, grants, said, last_known(trust, known), now)
 }
 
 /// The decision for a request carrying a Forge Invocation Token, first match wins:
@@ -294,15 +290,30 @@ pub fn decide(
 /// active (`active`, else `isActive`) — licensed, or unlicensed when it says `false`
 /// (`fit_active` is `None` when the token has no licence, or one that names neither field);
 /// with nothing said, the installation's last known license.
+///
+/// The token's own licence is Atlassian's word, signed: believed under either `trust`. The
+/// fallback follows `trust` as in [`decide`]: with [`LicTrust::Corroborated`] it is the outside
+/// sources' alone (the Forge sources, the product's licence endpoint, the Marketplace), so an
+/// earlier Connect `lic=active` that nothing corroborated licenses no FIT either.
 pub fn decide_fit(
     enforcement: bool,
+    trust: LicTrust,
     grants: &[GrantFacts],
     fit_active: Option<bool>,
-    known: Option<&LicenseData>,
+    known: &Known,
     now: DateTime<Utc>,
 ) -> Decision {
     let said = fit_active.map(|active| (active, Source::Fit));
-    decide_with(enforcement, grants, said, known, now)
+    decide_with(enforcement, grants, said, last_known(trust, known), now)
+}
+
+/// The last known licence a request without its own falls back on: any observation, or with
+/// [`LicTrust::Corroborated`] the outside sources' alone.
+fn last_known(trust: LicTrust, known: &Known) -> Option<&LicenseData> {
+    match trust {
+        LicTrust::Request => known.license.as_ref(),
+        LicTrust::Corroborated => known.outside.as_ref(),
+    }
 }
 
 /// The shared order: `said` is what the request itself carries, trusted (a `lic` bound by a
@@ -545,31 +556,36 @@ mod tests {
         }
     }
 
+    fn yes(source: Source) -> Decision {
+        Decision {
+            licensed: true,
+            source: Some(source),
+        }
+    }
+
+    fn no(source: Option<Source>) -> Decision {
+        Decision {
+            licensed: false,
+            source,
+        }
+    }
+
+    /// What the `LIC_TRUST` tests know of a site that sent `lic=active`: nothing else
+    /// (`lic_only`), an outside source saying inactive (`outside_dead`) or active
+    /// (`outside_live`).
+    fn trust_evidence() -> [Known; 3] {
+        [None, Some(known(false)), Some(known(true))].map(|outside| Known {
+            license: Some(lic_seen(true)),
+            outside,
+        })
+    }
+
     /// `LIC_TRUST=corroborated`: a bound `lic=active` needs an outside source saying active;
     /// without a bound `lic`, only the outside sources count.
     #[test]
     fn corroborated_trust_needs_an_outside_source() {
         let now = t(10);
-        let yes = |s| Decision {
-            licensed: true,
-            source: Some(s),
-        };
-        let no = |s| Decision {
-            licensed: false,
-            source: s,
-        };
-        let lic_only = Known {
-            license: Some(lic_seen(true)),
-            outside: None,
-        };
-        let outside_dead = Known {
-            license: Some(lic_seen(true)),
-            outside: Some(known(false)),
-        };
-        let outside_live = Known {
-            license: Some(lic_seen(true)),
-            outside: Some(known(true)),
-        };
+        let [lic_only, outside_dead, outside_live] = trust_evidence();
         let free = grant(GrantKind::Free, 0, None, None);
         type TrustCase<'a> = (LicTrust, Vec<GrantFacts>, Option<&'a str>, Known, Decision);
         #[rustfmt::skip]
@@ -782,13 +798,56 @@ mod tests {
             (true, vec![], None, Some(known(false)), no(Some(Source::KnownLicense))),
             (true, vec![], None, None, no(None)),
         ];
-        for (i, (enf, grants, fit, known, want)) in cases.into_iter().enumerate() {
+        for (i, (enf, grants, fit, license, want)) in cases.into_iter().enumerate() {
+            // Every observation here is an outside one: both trust settings agree.
+            let known = Known {
+                license,
+                outside: license,
+            };
+            for trust in [LicTrust::Request, LicTrust::Corroborated] {
+                assert_eq!(
+                    decide_fit(enf, trust, &grants, fit, &known, now),
+                    want,
+                    "case {i}, {trust:?}"
+                );
+            }
+        }
+    }
+
+    /// `LIC_TRUST=corroborated` on the FIT path: the token's own licence decides as always,
+    /// but without one the fallback is the outside sources' alone — a last Connect
+    /// `lic=active` that nothing corroborated is not enough.
+    #[test]
+    fn decide_fit_follows_lic_trust_for_the_fallback() {
+        let now = t(10);
+        let [lic_only, outside_dead, outside_live] = trust_evidence();
+        let free = grant(GrantKind::Free, 0, None, None);
+        type TrustCase = (LicTrust, Vec<GrantFacts>, Option<bool>, Known, Decision);
+        #[rustfmt::skip]
+        let cases: Vec<TrustCase> = vec![
+            // request trust: a last lic=active is a known licence for a FIT without one
+            (LicTrust::Request, vec![], None, lic_only, yes(Source::KnownLicense)),
+            // corroborated: not without an outside source saying active
+            (LicTrust::Corroborated, vec![], None, lic_only, no(None)),
+            (LicTrust::Corroborated, vec![], None, outside_dead, no(Some(Source::KnownLicense))),
+            (LicTrust::Corroborated, vec![], None, outside_live, yes(Source::KnownLicense)),
+            // the token's own licence is signed by Atlassian: it decides either way
+            (LicTrust::Corroborated, vec![], Some(true), lic_only, yes(Source::Fit)),
+            (LicTrust::Corroborated, vec![], Some(false), outside_live, no(Some(Source::Fit))),
+            // grants still come first
+            (LicTrust::Corroborated, vec![free], None, lic_only, yes(Source::Grant)),
+        ];
+        for (i, (trust, grants, fit, known, want)) in cases.into_iter().enumerate() {
             assert_eq!(
-                decide_fit(enf, &grants, fit, known.as_ref(), now),
+                decide_fit(true, trust, &grants, fit, &known, now),
                 want,
                 "case {i}"
             );
         }
+        assert_eq!(
+            decide_fit(false, LicTrust::Corroborated, &[], None, &lic_only, now),
+            yes(Source::EnforcementOff)
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct AppState {
     pub seen: crate::tenants::SeenWriter,
     /// Context tokens whose signature was already checked, with the snapshot that checked it.
     pub verified_tokens: crate::verified_tokens::VerifiedTokens,
+    /// Forge Invocation Tokens whose signature was already checked, with the key that checked it.
+    pub verified_fits: crate::verified_tokens::VerifiedFits,
     /// The Forge key set, cached; `None` when `FORGE_APP_ID` is unset (the Forge path is off).
     pub forge_keys: Option<crate::forge::keys::ForgeKeys>,
     /// What a FIT must satisfy (`FORGE_APP_ID`, `FORGE_ENVIRONMENTS`, `JWT_LEEWAY_SECS`).
@@ -90,6 +92,7 @@ impl AppState {
             tenants,
             seen: crate::tenants::SeenWriter::new(),
             verified_tokens: crate::verified_tokens::VerifiedTokens::default(),
+            verified_fits: crate::verified_tokens::VerifiedFits::default(),
             admin_throttle: crate::routes::auth_throttle::AuthThrottle::new(
                 config.admin_auth_max_failures,
                 config.admin_auth_window,

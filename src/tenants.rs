@@ -104,6 +104,8 @@ pub struct TenantSnapshot {
     fit: LicCell,
     fit_fingerprint: AtomicU64,
     forge_installation_id: Option<InstallationId>,
+    /// Its ARI, as `/api/whoami` shows it: built once per snapshot, not per request.
+    forge_installation_ari: Option<Box<str>>,
     /// Unix second of the last [`Seen`] queued, so a busy tenant queues one per second.
     seen_queued_at: AtomicI64,
     /// The HMAC key of the shared secret, keyed once rather than per request.
@@ -131,8 +133,14 @@ impl TenantSnapshot {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|s| crate::connect::jwt::Hs256Key::new(s.as_bytes()));
+        let forge_installation_id = record
+            .forge_installation_id
+            .as_deref()
+            .and_then(InstallationId::parse);
         TenantSnapshot {
             id: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
+            forge_installation_ari: forge_installation_id.map(|id| id.ari().into()),
+            forge_installation_id,
             hs256_key,
             client_key: Arc::from(record.client_key.as_str()),
             reported: licensing::newest([host, marketplace, forge_api]),
@@ -144,10 +152,6 @@ impl TenantSnapshot {
                     .as_ref()
                     .map_or(0, fit_record_fingerprint),
             ),
-            forge_installation_id: record
-                .forge_installation_id
-                .as_deref()
-                .and_then(InstallationId::parse),
             seen_queued_at: AtomicI64::new(0),
             grants,
             record,
@@ -202,6 +206,11 @@ impl TenantSnapshot {
     /// The Forge installation id, when Forge knows this installation.
     pub fn forge_installation_id(&self) -> Option<InstallationId> {
         self.forge_installation_id
+    }
+
+    /// The same id in ARI form (`ari:cloud:ecosystem::installation/<uuid>`).
+    pub fn forge_installation_ari(&self) -> Option<&str> {
+        self.forge_installation_ari.as_deref()
     }
 
     /// The lifecycle status; `None` when the stored one is unknown to this version.
@@ -816,6 +825,24 @@ mod tests {
         assert!(snap.seen_due(t(1)));
         assert!(!snap.seen_due(t(1)));
         assert!(snap.seen_due(t(2)));
+    }
+
+    #[test]
+    fn the_installation_id_is_kept_in_both_forms() {
+        let uuid = "a1b2c3d4-0000-4e5f-8a9b-0c1d2e3f4a5b";
+        let mut r = record();
+        r.forge_installation_id = Some(uuid.into());
+        let snap = TenantSnapshot::new(r, &Observations::default(), vec![]);
+        assert_eq!(
+            snap.forge_installation_id().map(|id| id.as_key()),
+            Some(uuid.to_owned())
+        );
+        assert_eq!(
+            snap.forge_installation_ari(),
+            Some(format!("ari:cloud:ecosystem::installation/{uuid}").as_str())
+        );
+        let connect = TenantSnapshot::new(record(), &Observations::default(), vec![]);
+        assert_eq!(connect.forge_installation_ari(), None);
     }
 
     #[test]

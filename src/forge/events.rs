@@ -27,6 +27,8 @@ pub const MAX_FIELD: usize = 200;
 
 pub const INSTALLED: &str = "avi:forge:installed:app";
 pub const UPGRADED: &str = "avi:forge:upgraded:app";
+/// The history's name for the pre-uninstall trigger (Forge gives it none).
+pub const PRE_UNINSTALL: &str = "forge:pre_uninstall";
 
 /// Which route received the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,7 @@ impl EventKind {
         match self {
             EventKind::Installed => INSTALLED,
             EventKind::Upgraded => UPGRADED,
-            EventKind::PreUninstall => "forge:pre_uninstall",
+            EventKind::PreUninstall => PRE_UNINSTALL,
             EventKind::Scheduled => "forge:scheduled",
         }
     }

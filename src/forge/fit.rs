@@ -531,6 +531,22 @@ fn site(
     }
 }
 
+/// The checks of [`check_claims`] that depend on the clock or the configuration, run again on
+/// a FIT verified earlier and found in [`crate::verified_tokens::VerifiedFits`]: `aud` still a
+/// configured app, `exp`/`iat`/`nbf` with the leeway at `now`, the environment still allowed,
+/// with the same refusals. The rest (issuer, `app.id`, installation ids, site, `icLabel`) is
+/// fixed by the token's bytes, which the cache compares whole.
+pub fn check_again(fit: &Fit, policy: &FitPolicy, now: i64) -> Result<(), FitError> {
+    if !policy.app_ids.contains(&fit.app_id) {
+        return Err(FitError::WrongAudience);
+    }
+    check_times(fit.iat, fit.exp, Some(fit.nbf), now, policy.leeway_secs)?;
+    if !policy.environments.contains(&fit.environment.kind) {
+        return Err(FitError::EnvironmentNotAllowed);
+    }
+    Ok(())
+}
+
 /// Steps 3 and 4 with a key already found: signature, then claims.
 pub fn verify(
     token: &str,
@@ -825,6 +841,33 @@ mod tests {
         .unwrap();
         assert_eq!(fit.cloud_id.as_deref(), Some(testing::CLOUD_ID));
         assert_eq!(fit.principal, None);
+    }
+
+    #[test]
+    fn checked_again_against_the_clock_and_the_policy() {
+        let fit = run(|_| {}).expect("valid"); // iat = nbf = NOW, exp = NOW + 25, leeway 30
+        assert_eq!(check_again(&fit, &policy(), NOW), Ok(()));
+        assert_eq!(check_again(&fit, &policy(), NOW + 55), Ok(()));
+        assert_eq!(
+            check_again(&fit, &policy(), NOW + 56),
+            Err(FitError::Expired)
+        );
+        assert_eq!(
+            check_again(&fit, &policy(), NOW - 31),
+            Err(FitError::NotYetValid)
+        );
+        let mut other_app = policy();
+        other_app.app_ids = vec![AppId::parse("11111111-2222-4333-8444-555555555555").unwrap()];
+        assert_eq!(
+            check_again(&fit, &other_app, NOW),
+            Err(FitError::WrongAudience)
+        );
+        let mut no_production = policy();
+        no_production.environments = vec![EnvironmentType::Development];
+        assert_eq!(
+            check_again(&fit, &no_production, NOW),
+            Err(FitError::EnvironmentNotAllowed)
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Installs and uninstalls per week: the data of `GET /admin/summary/weekly` and of the
 //! dashboard's weekly chart (contract: 26 weeks, oldest first, the last one the current week;
 //! weeks start on Monday, UTC).
+//!
+//! Connect and Forge installations alike: which history entries install and uninstall, and why
+//! a Connect tenant moving to Forge is not a new install, is [`charts::transitions_since`].
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -18,10 +21,12 @@ pub struct Week {
     /// The Monday (UTC) the week starts on.
     #[schema(value_type = String, format = Date, example = "2026-11-30")]
     pub week_start: NaiveDate,
-    /// Installations that became installed this week: a first install, or a reinstall after
-    /// an uninstall (a repeated `installed` of an installed site is not counted).
+    /// Installations that became installed this week: a first install (Connect `installed`, or
+    /// a Forge installation first seen), or a reinstall after an uninstall (a repeated
+    /// `installed` of an installed site, or its move to Forge, is not counted).
     pub installs: i64,
-    /// Installations that became uninstalled this week.
+    /// Installations that became uninstalled this week (Connect `uninstalled`, Forge
+    /// pre-uninstall).
     pub uninstalls: i64,
 }
 

@@ -138,7 +138,7 @@ const PANEL_PAGE: &str = r#"<!DOCTYPE html>
 #[derive(serde::Serialize)]
 struct WhoAmI<'a> {
     client_key: Option<&'a str>,
-    installation_id: Option<String>,
+    installation_id: Option<&'a str>,
     account_id: Option<&'a str>,
     licensed: bool,
     license_source: &'static str,
@@ -148,7 +148,7 @@ async fn whoami(licensed: Licensed) -> HttpResponse {
     let v = &licensed.verified;
     HttpResponse::Ok().json(WhoAmI {
         client_key: v.connect_client_key(),
-        installation_id: v.installation_id().map(|id| id.ari()),
+        installation_id: v.installation_ari(),
         account_id: v.account_id(),
         licensed: true,
         license_source: licensed.source.as_str(),

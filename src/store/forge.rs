@@ -11,6 +11,12 @@ use serde_json::Value;
 
 use super::{Db, WritePool, events};
 
+/// The history entry of an installation registered at first sight by a FIT.
+pub const REGISTERED_EVENT: &str = "forge_registered";
+/// The history entry of an existing installation that a FIT's new installation id was linked to
+/// (a Connect tenant moving to Forge, a site reinstalling the Forge app).
+pub const LINKED_EVENT: &str = "forge_linked";
+
 /// The prefix of the internal key of an installation that has no Connect clientKey.
 pub const INTERNAL_KEY_PREFIX: &str = "forge:";
 
@@ -204,8 +210,8 @@ async fn register_once(db: &Db, s: &Sighting, now: DateTime<Utc>) -> sqlx::Resul
             Registered::Linked {
                 previous_installation_id,
                 ..
-            } => ("forge_linked", previous_installation_id.clone()),
-            _ => ("forge_registered", None),
+            } => (LINKED_EVENT, previous_installation_id.clone()),
+            _ => (REGISTERED_EVENT, None),
         };
         let payload = serde_json::json!({
             "installationId": s.installation_ari,

@@ -91,7 +91,11 @@ pub async fn with_fit(app: &TestApp, method: &str, path: &str, token: &str) -> r
 }
 
 async fn whoami(app: &TestApp, claims: &Value) -> (u16, Value) {
-    let res = with_fit(app, "GET", "/api/whoami", &fit(claims)).await;
+    whoami_with(app, &fit(claims)).await
+}
+
+async fn whoami_with(app: &TestApp, token: &str) -> (u16, Value) {
+    let res = with_fit(app, "GET", "/api/whoami", token).await;
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
     (
@@ -102,10 +106,26 @@ async fn whoami(app: &TestApp, claims: &Value) -> (u16, Value) {
 
 /// The licence source whoami answers for `claims`, or `"{status} {error}"`.
 async fn whoami_says(app: &TestApp, claims: &Value) -> String {
-    match whoami(app, claims).await {
+    token_says(app, &fit(claims)).await
+}
+
+/// The licence source whoami answers for this very token, or `"{status} {error}"`.
+async fn token_says(app: &TestApp, token: &str) -> String {
+    match whoami_with(app, token).await {
         (200, body) => body["license_source"].as_str().unwrap().to_owned(),
         (status, body) => format!("{status} {}", body["error"].as_str().unwrap_or_default()),
     }
+}
+
+/// The message of a refusal of this token (401 asserted).
+async fn refused_because(app: &TestApp, token: &str) -> String {
+    let (status, body) = whoami_with(app, token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    body["message"].as_str().unwrap_or_default().to_owned()
 }
 
 fn with_license(mut claims: Value, license: Value) -> Value {
@@ -303,7 +323,7 @@ both_backends! {
 }
 
 /// A Connect tenant whose cloudId the product's tenant_info gave (as after any install).
-async fn connect_tenant_with_cloud_id(app: &ForgeApp, client_key: &str, cloud_id: &str) {
+pub async fn connect_tenant_with_cloud_id(app: &ForgeApp, client_key: &str, cloud_id: &str) {
     Mock::given(method("GET"))
         .and(path("/_edge/tenant_info"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"cloudId": cloud_id})))
@@ -485,6 +505,75 @@ both_backends! {
         let unknown = fit_claims_for("44444444-5555-4666-8777-888888888888", "other-cloud");
         assert_eq!(whoami_says(&app, &unknown).await, "503 unavailable");
     }
+}
+
+both_backends! {
+    /// Forge's bridge presents the same FIT for many calls: after its first sight it is
+    /// recalled from memory (no database, no signature check) — and still refused once it
+    /// expires, though the cache holds it.
+    async fn a_reused_fit_is_served_from_memory_until_it_expires(backend) {
+        let app = spawn_forge(backend, &[("JWT_LEEWAY_SECS", "0")]).await;
+        let now = Utc::now().timestamp();
+        let mut claims = with_license(testing::claims(now), json!({"active": true}));
+        claims["exp"] = json!(now + 2);
+        let token = fit(&claims);
+        assert_eq!(token_says(&app, &token).await, "fit"); // first sight: registered
+        assert_eq!(app.state.verified_fits.len(), 1, "remembered");
+
+        app.state.db.close().await;
+        for _ in 0..5 {
+            assert_eq!(token_says(&app, &token).await, "fit");
+        }
+        assert_eq!(app.state.verified_fits.len(), 1, "the same FIT, remembered once");
+
+        while Utc::now().timestamp() <= now + 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let said = refused_because(&app, &token).await;
+        assert!(said.contains("expired"), "{said}");
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        assert!(metrics.contains("fit_verification_failures_total{reason=\"expired\"} 1"), "{metrics}");
+    }
+}
+
+both_backends! {
+    /// A remembered FIT counts only while the key set holds the key that verified it: a key
+    /// replaced under the same `kid` refuses it (its signature is checked again), a withdrawn
+    /// `kid` refuses it, and the key published again verifies it again.
+    async fn a_remembered_fit_is_verified_again_when_its_key_changes(backend) {
+        let app = spawn_forge_tuned(backend, &[], |c| {
+            c.forge_jwks_cooldown = std::time::Duration::ZERO;
+        })
+        .await;
+        let token = fit(&with_license(fit_claims(), json!({"active": true})));
+        assert_eq!(token_says(&app, &token).await, "fit");
+        assert_eq!(token_says(&app, &token).await, "fit");
+        let publish = |set| publish_key_set(&app, set);
+
+        publish(testing::jwks(&[(KID, testing::OTHER_PUBLIC_PEM)])).await;
+        let said = refused_because(&app, &token).await;
+        assert!(said.contains("signature"), "{said}");
+
+        publish(testing::jwks(&[("another-kid", testing::PUBLIC_PEM)])).await;
+        let said = refused_because(&app, &token).await;
+        assert!(said.contains("(kid) is not in the Forge key set"), "{said}");
+
+        publish(testing::jwks(&[(KID, testing::PUBLIC_PEM)])).await;
+        assert_eq!(token_says(&app, &token).await, "fit");
+    }
+}
+
+/// The key set server now publishes `set`, and the app has read it (as its hourly refresh
+/// would).
+async fn publish_key_set(app: &ForgeApp, set: Value) {
+    app.jwks.reset().await;
+    Mock::given(method("GET"))
+        .and(path(JWKS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(set))
+        .mount(&app.jwks)
+        .await;
+    let keys = app.state.forge_keys.clone().expect("Forge path on");
+    assert!(keys.refresh_if_due().await, "the key set is read again");
 }
 
 both_backends! {
@@ -674,6 +763,6 @@ both_backends! {
     }
 }
 
-fn urlencoding(s: &str) -> String {
+pub fn urlencoding(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -196,19 +196,11 @@ both_backends! {
         let (_, up) = h.iter().find(|(t, _)| t == "avi:forge:upgraded:app").unwrap();
         assert_eq!(up["appVersion"], "10.0.0");
 
-        // The history is in the admin detail view.
+        // The history is in the admin detail view, reached by the installation id as every
+        // `{client_key}` admin route is.
         let admin = admin_token(app).await;
-        let key = key_of(app, INST_A).await;
-        let detail: Value = app
-            .client
-            .get(app.url(&format!("/admin/installations/{key}")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let detail = admin_get(app, &admin, &format!("/admin/installations/{INST_A}")).await;
+        assert_eq!(detail["installation_id"], fit::installation_ari(INST_A), "{detail}");
         let shown = detail.to_string();
         assert!(shown.contains("avi:forge:installed:app"), "{shown}");
         assert!(shown.contains("avi:forge:upgraded:app"), "{shown}");
@@ -433,11 +425,11 @@ both_backends! {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(license_reads(&f.api).await, 1);
 
-        // Nothing an admin sees holds the token.
+        // Nothing an admin sees holds the token (the installation reached by its ARI).
         let admin = admin_token(app).await;
-        let key = key_of(app, INST_A).await;
+        let ari = crate::forge::urlencoding(&fit::installation_ari(INST_A));
         for route in [
-            format!("/admin/installations/{key}"),
+            format!("/admin/installations/{ari}"),
             "/admin/installations".to_owned(),
             "/admin/installations?format=csv".to_owned(),
         ] {
@@ -562,6 +554,70 @@ both_backends! {
             SYSTEM_TOKEN
         );
     }
+}
+
+both_backends! {
+    /// The weekly summary counts Forge installations by the same rule as Connect ones: an
+    /// installation that became installed (first seen, or reinstalled after an uninstall) or
+    /// uninstalled this week — not Forge's `installed` event after the FIT that registered
+    /// it, not a retried pre-uninstall, not a Connect tenant moving to Forge.
+    async fn the_weekly_summary_counts_forge_installs_and_uninstalls(backend) {
+        let app = crate::forge::spawn_forge(backend, &[]).await;
+        // A: first install (+1), uninstall retried (+1 uninstall), reinstall (+1).
+        deliver_ok(&app, "/forge/lifecycle", INST_A, CLOUD_A, None, INSTALLED).await;
+        deliver_ok(&app, "/forge/lifecycle", INST_A, CLOUD_A, None, WRAPPED_RETRY).await;
+        deliver_ok(&app, "/forge/pre-uninstall", INST_A, CLOUD_A, None, PRE_UNINSTALL).await;
+        deliver_ok(&app, "/forge/pre-uninstall", INST_A, CLOUD_A, None, PRE_UNINSTALL).await;
+        deliver_ok(&app, "/forge/lifecycle", INST_A, CLOUD_A, None, INSTALLED).await;
+        // B: first seen by its heartbeat (+1), uninstalled (+1 uninstall), then its site
+        // reinstalls the app under a new installation id, linked to the same row (+1).
+        deliver_ok(&app, "/forge/heartbeat", INST_B, CLOUD_B, None, SCHEDULED).await;
+        deliver_ok(&app, "/forge/pre-uninstall", INST_B, CLOUD_B, None, PRE_UNINSTALL).await;
+        let inst_b2 = "0b0b0b0b-3333-4333-8333-bbbbbbbbbbbb";
+        deliver_ok(&app, "/forge/lifecycle", inst_b2, CLOUD_B, None, INSTALLED).await;
+        assert_eq!(key_of(&app, inst_b2).await, format!("forge:{INST_B}"));
+        // C: a Connect tenant (+1) moving to Forge on the same site: linked, not a new install.
+        // (Before D: the fake product's tenant_info names this site for any tenant after it.)
+        let cloud_c = "c3c3c3c3-0000-4000-8000-00000000000c";
+        crate::forge::connect_tenant_with_cloud_id(&app, "ck-weekly-c", cloud_c).await;
+        let inst_c = "0c0c0c0c-5555-4555-8555-cccccccccccc";
+        deliver_ok(&app, "/forge/lifecycle", inst_c, cloud_c, None, INSTALLED).await;
+        assert_eq!(key_of(&app, inst_c).await, "ck-weekly-c");
+
+        // D: a Forge-only installation (+1) that a Connect `installed` then takes over (+0).
+        let inst_d = "0d0d0d0d-4444-4444-8444-dddddddddddd";
+        deliver_ok(&app, "/forge/lifecycle", inst_d, "c4c4c4c4-0000-4000-8000-00000000000d", None, INSTALLED).await;
+        let mut payload = app.installed_payload("ck-weekly-d", "shared-secret-weekly-d");
+        payload["installationId"] = json!(fit::installation_ari(inst_d));
+        app.install_payload(&payload).await;
+        assert_eq!(key_of(&app, inst_d).await, "ck-weekly-d");
+        let admin = admin_token(&app).await;
+        let weekly = admin_get(&app, &admin, "/admin/summary/weekly").await;
+        let week = &weekly["weeks"][25];
+        assert_eq!(
+            (week["installs"].as_i64(), week["uninstalls"].as_i64()),
+            (Some(6), Some(2)),
+            "A twice, B and its reinstall, C, D; A and B uninstalled: {week}"
+        );
+        let earlier: i64 = weekly["weeks"].as_array().unwrap()[..25]
+            .iter()
+            .map(|w| w["installs"].as_i64().unwrap() + w["uninstalls"].as_i64().unwrap())
+            .sum();
+        assert_eq!(earlier, 0);
+    }
+}
+
+/// `GET path` of the admin API with the bearer token `admin`: the JSON answer.
+async fn admin_get(app: &TestApp, admin: &str, path: &str) -> Value {
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
 }
 
 /// An admin token for the app's database, created with the CLI.

@@ -350,11 +350,7 @@ impl ListForm {
 const STATUSES: [&str; 4] = ["installed", "enabled", "disabled", "uninstalled"];
 const LICENSES: [&str; 4] = ["active", "trial", "free", "unlicensed"];
 /// The `corroborated` filter: its values and what the form calls them.
-const CORROBORATED: [(&str, &str); 3] = [
-    ("", "either"),
-    ("false", "no outside source says active"),
-    ("true", "an outside source says active"),
-];
+const CORROBORATED: [(&str, &str); 3] = [("", "either"), ("false", "no"), ("true", "yes")];
 const SORTS: [(&str, &str); 4] = [
     ("installed_at", "Installed, oldest first"),
     ("-installed_at", "Installed, newest first"),
@@ -391,7 +387,7 @@ fn list_filters(ctx: &Ctx, f: &ListForm) -> Markup {
                     fieldset {
                         legend { "Licence" }
                         (checkboxes("license", &LICENSES, &f.license))
-                        label for="corroborated" { "Corroborated" }
+                        label for="corroborated" { "Corroborated by an outside source" }
                         select #corroborated name="corroborated" {
                             @for (v, label) in CORROBORATED {
                                 option value=(v) selected[f.corroborated == v] { (label) }

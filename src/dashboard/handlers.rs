@@ -267,21 +267,76 @@ pub async fn installation(
     installation_page(&state, &req, &s, &path, StatusCode::OK, None).await
 }
 
-/// The answer to a refused action on an installation: 404 when the site is unknown, the page
-/// again with the reason when a field is invalid (400) or the action clashes (409).
-async fn action_refused(
-    state: &SharedState,
-    req: &HttpRequest,
-    s: &session::Session,
-    key: &str,
-    action: pages::Action,
+fn installation_url(req: &HttpRequest, key: &str, done: &str) -> String {
+    format!(
+        "{}/installations/{}?done={done}",
+        root(req),
+        pages::seg(key)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Actions: every state-changing form has one shape
+// ---------------------------------------------------------------------------------------
+
+/// Where a refused action shows its form again, with the reason next to it.
+enum Back<'a> {
+    /// The Installation page of this key, the message beside this action's form; an unknown
+    /// key is the page's own 404.
+    Installation(&'a str, pages::Action),
+    /// The Access tokens page, its form filled in again.
+    AccessTokens,
+    /// No form to show again (the revoke buttons): an unknown id is a 404 page saying so.
+    Nowhere,
+}
+
+/// The values of a posted action form, as typed (the client key trimmed), to parse and to
+/// show again when refused.
+fn action_form(body: &[u8]) -> ActionForm {
+    let mut f = form_fields(body);
+    let mut take = |k: &str| f.remove(k).unwrap_or_default();
+    ActionForm {
+        days: take("days"),
+        reason: take("reason"),
+        ends_at: take("ends_at"),
+        note: take("note"),
+        expires_at: take("expires_at"),
+        client_key: take("client_key").trim().to_owned(),
+        back: take("back"),
+    }
+}
+
+/// What every action runs with: the app, the request and its session.
+type Act<'a> = (&'a SharedState, &'a HttpRequest, &'a session::Session);
+
+/// One dashboard action, the same steps for every form. The session and the CSRF token were
+/// checked by `require_session` before the handler ran (a POST without them never gets here);
+/// `parsed` is the form read into what the registry takes (a message naming the field when a
+/// value is invalid); `run` calls the same registry function as the admin API, with the
+/// session's actor, and answers where the result is shown. The answer is then `303` there, or
+/// the form again with the reason: `400` for a field, `409` for a clash, `404` for an unknown
+/// installation, grant or token; anything else is logged and a plain 500 page.
+async fn act<P>(
+    (state, req, s): Act<'_>,
     form: &ActionForm,
-    e: ApiError,
+    back: Back<'_>,
+    parsed: Result<P, String>,
+    run: impl AsyncFnOnce(P) -> Result<String, ApiError>,
 ) -> HttpResponse {
+    let result = match parsed {
+        Ok(p) => run(p).await,
+        Err(m) => Err(ApiError::bad_request("invalid_request", m)),
+    };
+    let e = match result {
+        Ok(location) => return see_other(location),
+        Err(e) => e,
+    };
     let status = actix_web::ResponseError::status_code(&e);
-    match e {
-        // 400 (a field) or 409 (e.g. free use with no end already granted): the page again.
-        ApiError::BadRequest { message, .. } | ApiError::Conflict(message) => {
+    match (e, back) {
+        (
+            ApiError::BadRequest { message, .. } | ApiError::Conflict(message),
+            Back::Installation(key, action),
+        ) => {
             let error = pages::ActionError {
                 action,
                 message: &message,
@@ -289,19 +344,24 @@ async fn action_refused(
             };
             installation_page(state, req, s, key, status, Some(error)).await
         }
-        ApiError::NotFound(_) => {
+        (
+            ApiError::BadRequest { message, .. } | ApiError::Conflict(message),
+            Back::AccessTokens,
+        ) => access_tokens_page(state, req, s, status, Some((&message, form))).await,
+        (ApiError::NotFound(_), Back::Installation(key, _)) => {
             installation_page(state, req, s, key, StatusCode::NOT_FOUND, None).await
         }
-        other => internal(req, other),
+        (ApiError::NotFound(m), Back::Nowhere) => pages::html_response(
+            StatusCode::NOT_FOUND,
+            pages::message(&ctx(req, s), "Not found", &m),
+        ),
+        (other, _) => internal(req, other),
     }
 }
 
-fn installation_url(req: &HttpRequest, key: &str, done: &str) -> String {
-    format!(
-        "{}/installations/{}?done={done}",
-        root(req),
-        pages::seg(key)
-    )
+/// `reason`, required and trimmed.
+fn reason(form: &ActionForm) -> Result<String, String> {
+    required("reason", &form.reason)
 }
 
 pub async fn extend_trial(
@@ -311,46 +371,18 @@ pub async fn extend_trial(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let f = form_fields(&body);
-    let form = ActionForm {
-        days: f.get("days").cloned().unwrap_or_default(),
-        reason: f.get("reason").cloned().unwrap_or_default(),
-        ..Default::default()
-    };
-    let parsed = (|| {
-        let days = grants::parse_trial_days(&form.days).map_err(|e| e.to_string())?;
-        let reason = required("reason", &form.reason)?;
-        Ok::<_, String>((days, reason))
-    })();
-    let result = match parsed {
-        Ok((days, reason)) => grants::extend_trial(
-            state.get_ref(),
-            &path,
-            days,
-            Some(&reason),
-            &s.actor,
-            crate::store::now(),
-        )
-        .await
-        .map(|_| ())
-        .map_err(ApiError::from),
-        Err(m) => Err(ApiError::bad_request("invalid_request", m)),
-    };
-    match result {
-        Ok(()) => see_other(installation_url(&req, &path, "trial-extended")),
-        Err(e) => {
-            action_refused(
-                &state,
-                &req,
-                &s,
-                &path,
-                pages::Action::TrialExtension,
-                &form,
-                e,
-            )
-            .await
-        }
-    }
+    let form = action_form(&body);
+    let parsed = grants::parse_trial_days(&form.days)
+        .map_err(|e| e.to_string())
+        .and_then(|days| Ok((days, reason(&form)?)));
+    let back = Back::Installation(&path, pages::Action::TrialExtension);
+    let on = (&state, &req, &s);
+    act(on, &form, back, parsed, async |(days, reason)| {
+        let now = crate::store::now();
+        grants::extend_trial(state.get_ref(), &path, days, Some(&reason), &s.actor, now).await?;
+        Ok(installation_url(&req, &path, "trial-extended"))
+    })
+    .await
 }
 
 pub async fn grant_free(
@@ -360,35 +392,18 @@ pub async fn grant_free(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let f = form_fields(&body);
-    let form = ActionForm {
-        reason: f.get("reason").cloned().unwrap_or_default(),
-        ends_at: f.get("ends_at").cloned().unwrap_or_default(),
-        ..Default::default()
-    };
-    let parsed = (|| {
-        let ends_at = opt_date("ends_at", &form.ends_at)?;
-        let reason = required("reason", &form.reason)?;
-        Ok::<_, String>((ends_at, reason))
-    })();
-    let result = match parsed {
-        Ok((ends_at, reason)) => grants::grant_free(
-            state.get_ref(),
-            &path,
-            ends_at,
-            Some(&reason),
-            &s.actor,
-            crate::store::now(),
-        )
-        .await
-        .map(|_| ())
-        .map_err(ApiError::from),
-        Err(m) => Err(ApiError::bad_request("invalid_request", m)),
-    };
-    match result {
-        Ok(()) => see_other(installation_url(&req, &path, "granted")),
-        Err(e) => action_refused(&state, &req, &s, &path, pages::Action::Grant, &form, e).await,
-    }
+    let form = action_form(&body);
+    let parsed =
+        opt_date("ends_at", &form.ends_at).and_then(|ends_at| Ok((ends_at, reason(&form)?)));
+    let back = Back::Installation(&path, pages::Action::Grant);
+    let on = (&state, &req, &s);
+    act(on, &form, back, parsed, async |(ends_at, reason)| {
+        let now = crate::store::now();
+        let to = state.get_ref();
+        grants::grant_free(to, &path, ends_at, Some(&reason), &s.actor, now).await?;
+        Ok(installation_url(&req, &path, "granted"))
+    })
+    .await
 }
 
 pub async fn revoke_grant(
@@ -397,16 +412,13 @@ pub async fn revoke_grant(
     Signed(s): Signed,
     path: web::Path<String>,
 ) -> HttpResponse {
-    match grants::revoke_grant(state.get_ref(), &path, &s.actor, crate::store::now()).await {
-        Ok(g) => see_other(installation_url(&req, &g.client_key, "grant-revoked")),
-        Err(e) => match ApiError::from(e) {
-            ApiError::NotFound(m) => pages::html_response(
-                StatusCode::NOT_FOUND,
-                pages::message(&ctx(&req, &s), "Not found", &m),
-            ),
-            other => internal(&req, other),
-        },
-    }
+    let form = ActionForm::default();
+    let on = (&state, &req, &s);
+    act(on, &form, Back::Nowhere, Ok(()), async |()| {
+        let g = grants::revoke_grant(state.get_ref(), &path, &s.actor, crate::store::now()).await?;
+        Ok(installation_url(&req, &g.client_key, "grant-revoked"))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -441,7 +453,7 @@ async fn access_tokens_page(
     req: &HttpRequest,
     s: &session::Session,
     status: StatusCode,
-    error: Option<(&str, &ActionForm, &str)>,
+    error: Option<(&str, &ActionForm)>,
 ) -> HttpResponse {
     let items = match grants::list_access_tokens(&state.db).await {
         Ok(items) => items,
@@ -472,69 +484,47 @@ pub async fn create_access_token(
     Signed(s): Signed,
     body: web::Bytes,
 ) -> HttpResponse {
-    let f = form_fields(&body);
-    let form = ActionForm {
-        note: f.get("note").cloned().unwrap_or_default(),
-        expires_at: f.get("expires_at").cloned().unwrap_or_default(),
-        ..Default::default()
+    let form = action_form(&body);
+    let client_key = (!form.client_key.is_empty()).then_some(form.client_key.as_str());
+    // Sent from an Installation page (`back=installation`): the answer goes back there.
+    let from_page = client_key.filter(|_| form.back == "installation");
+    let back = match from_page {
+        Some(k) => Back::Installation(k, pages::Action::AccessToken),
+        None => Back::AccessTokens,
     };
-    let client_key = f
-        .get("client_key")
-        .map(|k| k.trim().to_owned())
-        .filter(|k| !k.is_empty());
-    let from_installation = f.get("back").is_some_and(|b| b == "installation");
-    let parsed = (|| {
-        let expires_at = opt_date("expires_at", &form.expires_at)?;
-        let note = required("note", &form.note)?;
-        Ok::<_, String>((expires_at, note))
-    })();
-    let result = match parsed {
-        Ok((expires_at, note)) => grants::create_access_token(
+    let parsed = opt_date("expires_at", &form.expires_at)
+        .and_then(|expires_at| Ok((expires_at, required("note", &form.note)?)));
+    let on = (&state, &req, &s);
+    act(on, &form, back, parsed, async |(expires_at, note)| {
+        let now = crate::store::now();
+        let made = grants::create_access_token(
             state.get_ref(),
             Some(&note),
             expires_at,
-            client_key.as_deref(),
+            client_key,
             &s.actor,
-            crate::store::now(),
+            now,
         )
-        .await
-        .map_err(ApiError::from),
-        Err(m) => Err(ApiError::bad_request("invalid_request", m)),
-    };
-    match result {
-        Ok((row, token)) => {
-            let shown = ShownToken { id: row.id, token };
-            let json = serde_json::to_string(&shown).unwrap_or_default();
-            if let Err(e) = s.set_flash(&state.db, &json).await {
-                return internal(&req, e);
+        .await;
+        let (row, token) = match made.map_err(ApiError::from) {
+            Ok(v) => v,
+            // The key is a field of this form: an unknown one is the user's to fix.
+            Err(ApiError::NotFound(m)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("client_key: {m}"),
+                ));
             }
-            match (&client_key, from_installation) {
-                (Some(k), true) => see_other(installation_url(&req, k, "token-created")),
-                _ => see_other(format!("{}/access-tokens?done=token-created", root(&req))),
-            }
-        }
-        Err(e) => {
-            let (status, message) = match e {
-                ApiError::BadRequest { message, .. } => (StatusCode::BAD_REQUEST, message),
-                ApiError::NotFound(m) => (StatusCode::BAD_REQUEST, format!("client_key: {m}")),
-                other => return internal(&req, other),
-            };
-            match (&client_key, from_installation) {
-                (Some(k), true) => {
-                    let error = pages::ActionError {
-                        action: pages::Action::AccessToken,
-                        message: &message,
-                        form: &form,
-                    };
-                    installation_page(&state, &req, &s, k, status, Some(error)).await
-                }
-                _ => {
-                    let k = client_key.clone().unwrap_or_default();
-                    access_tokens_page(&state, &req, &s, status, Some((&message, &form, &k))).await
-                }
-            }
-        }
-    }
+            Err(e) => return Err(e),
+        };
+        let json = serde_json::to_string(&ShownToken { id: row.id, token }).unwrap_or_default();
+        s.set_flash(&state.db, &json).await?;
+        Ok(match from_page {
+            Some(k) => installation_url(&req, k, "token-created"),
+            None => format!("{}/access-tokens?done=token-created", root(&req)),
+        })
+    })
+    .await
 }
 
 pub async fn revoke_access_token(
@@ -543,16 +533,14 @@ pub async fn revoke_access_token(
     Signed(s): Signed,
     path: web::Path<String>,
 ) -> HttpResponse {
-    match grants::revoke_access_token(state.get_ref(), &path, &s.actor, crate::store::now()).await {
-        Ok(_) => see_other(format!("{}/access-tokens?done=token-revoked", root(&req))),
-        Err(e) => match ApiError::from(e) {
-            ApiError::NotFound(m) => pages::html_response(
-                StatusCode::NOT_FOUND,
-                pages::message(&ctx(&req, &s), "Not found", &m),
-            ),
-            other => internal(&req, other),
-        },
-    }
+    let form = ActionForm::default();
+    let on = (&state, &req, &s);
+    act(on, &form, Back::Nowhere, Ok(()), async |()| {
+        let now = crate::store::now();
+        grants::revoke_access_token(state.get_ref(), &path, &s.actor, now).await?;
+        Ok(format!("{}/access-tokens?done=token-revoked", root(&req)))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
+use crate::domain::Flavour;
 use crate::registry::{list_query, views};
 
 /// The stylesheet and the little script, compiled into the binary.
@@ -216,6 +217,31 @@ pub fn badge(value: &str) -> Markup {
     html! { span class={ "badge " (class) } { (value) } }
 }
 
+/// An installation's flavour (`connect`, `connect_on_forge`, `forge`), allowed to wrap after
+/// its underscores so the table column stays narrow.
+pub fn flavour(value: &str) -> Markup {
+    let mut parts = value.split_inclusive('_').peekable();
+    html! {
+        span.flavour {
+            @while let Some(p) = parts.next() { (p) @if parts.peek().is_some() { wbr; } }
+        }
+    }
+}
+
+/// The text mark of an `active` licence that no outside source (product licence endpoint,
+/// Marketplace, Forge) backs: only what the site's own requests said (`lic`), which a staging
+/// install or a forged iframe URL can say too. Text, not colour alone, so a screen reader and a
+/// printout carry it; other states need no mark (a grant is the vendor's own word).
+pub fn uncorroborated_mark(l: &views::License) -> Markup {
+    html! {
+        @if l.state == "active" && !l.corroborated {
+            " " span.uncorroborated title="No outside source (product licence endpoint, Marketplace, Forge) says this site is licensed: only its own requests did." {
+                "not corroborated"
+            }
+        }
+    }
+}
+
 /// The path segment for a client key (client keys are free text from the site).
 pub fn seg(s: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -245,8 +271,11 @@ pub struct ListForm {
     pub status: Vec<String>,
     pub license: Vec<String>,
     pub product: Vec<String>,
+    pub flavour: Vec<String>,
     pub q: String,
     pub trial_ends_before: String,
+    /// `true`, `false` or empty (either).
+    pub corroborated: String,
     pub sort: String,
     pub limit: String,
     pub cursor: String,
@@ -264,8 +293,10 @@ impl ListForm {
                 "status" => f.status.extend(v.split(',').map(|s| s.trim().to_owned())),
                 "license" => f.license.extend(v.split(',').map(|s| s.trim().to_owned())),
                 "product" => f.product.extend(v.split(',').map(|s| s.trim().to_owned())),
+                "flavour" => f.flavour.extend(v.split(',').map(|s| s.trim().to_owned())),
                 "q" => f.q = v,
                 "trial_ends_before" => f.trial_ends_before = v,
+                "corroborated" => f.corroborated = v,
                 "sort" => f.sort = v,
                 "limit" => f.limit = v,
                 "cursor" => f.cursor = v,
@@ -282,6 +313,7 @@ impl ListForm {
             ("status", &self.status),
             ("license", &self.license),
             ("product", &self.product),
+            ("flavour", &self.flavour),
         ] {
             if !vs.is_empty() {
                 s.append_pair(k, &vs.join(","));
@@ -290,6 +322,7 @@ impl ListForm {
         for (k, v) in [
             ("q", &self.q),
             ("trial_ends_before", &self.trial_ends_before),
+            ("corroborated", &self.corroborated),
             ("sort", &self.sort),
             ("limit", &self.limit),
         ] {
@@ -307,13 +340,17 @@ impl ListForm {
         !(self.status.is_empty()
             && self.license.is_empty()
             && self.product.is_empty()
+            && self.flavour.is_empty()
             && self.q.is_empty()
-            && self.trial_ends_before.is_empty())
+            && self.trial_ends_before.is_empty()
+            && self.corroborated.is_empty())
     }
 }
 
 const STATUSES: [&str; 4] = ["installed", "enabled", "disabled", "uninstalled"];
 const LICENSES: [&str; 4] = ["active", "trial", "free", "unlicensed"];
+/// The `corroborated` filter: its values and what the form calls them.
+const CORROBORATED: [(&str, &str); 3] = [("", "either"), ("false", "no"), ("true", "yes")];
 const SORTS: [(&str, &str); 4] = [
     ("installed_at", "Installed, oldest first"),
     ("-installed_at", "Installed, newest first"),
@@ -347,8 +384,18 @@ fn list_filters(ctx: &Ctx, f: &ListForm) -> Markup {
                 summary { "Filters and sort" }
                 div.filtergrid {
                     fieldset { legend { "Status" } (checkboxes("status", &STATUSES, &f.status)) }
-                    fieldset { legend { "Licence" } (checkboxes("license", &LICENSES, &f.license)) }
+                    fieldset {
+                        legend { "Licence" }
+                        (checkboxes("license", &LICENSES, &f.license))
+                        label for="corroborated" { "Corroborated by an outside source" }
+                        select #corroborated name="corroborated" {
+                            @for (v, label) in CORROBORATED {
+                                option value=(v) selected[f.corroborated == v] { (label) }
+                            }
+                        }
+                    }
                     fieldset { legend { "Product" } (checkboxes("product", &list_query::PRODUCTS, &f.product)) }
+                    fieldset { legend { "Flavour" } (checkboxes("flavour", &Flavour::ALL.map(Flavour::as_str), &f.flavour)) }
                     fieldset {
                         legend { "Trial" }
                         label for="teb" { "Trial ends before" }
@@ -401,7 +448,7 @@ pub fn installations(
                 div.tablewrap {
                     table.installations {
                         thead { tr {
-                            th { "Site" } th { "Product" } th { "Status" } th { "Licence" }
+                            th { "Site" } th { "Product" } th { "Flavour" } th { "Status" } th { "Licence" }
                             th { "Tier" } th { "Company" } th { "Technical contact" }
                             th { "Trial ends" } th { "Installed" } th { "Last seen" }
                         } }
@@ -435,10 +482,12 @@ fn installation_row(ctx: &Ctx, i: &views::Installation) -> Markup {
                 div.sub { (open_site(&i.base_url)) }
             }
             td data-label="Product" { (i.product_type) }
+            td data-label="Flavour" { (flavour(&i.flavour)) }
             td data-label="Status" { (badge(&i.status)) }
             td data-label="Licence" {
                 (badge(&l.state))
                 @if let Some(s) = &l.source { " " span.sub { "via " (s) } }
+                (uncorroborated_mark(l))
             }
             td data-label="Tier" {
                 (text(l.tier.as_deref()))
@@ -476,6 +525,10 @@ pub struct ActionForm {
     pub ends_at: String,
     pub note: String,
     pub expires_at: String,
+    /// The access token form's site (trimmed), and `installation` when it was sent from an
+    /// Installation page.
+    pub client_key: String,
+    pub back: String,
 }
 
 pub struct ActionError<'a> {
@@ -554,6 +607,7 @@ pub fn installation(
         p.headline {
             (badge(&i.status)) " " (badge(&l.state))
             @if let Some(s) = &l.source { " " span.sub { "decided by " (s) } }
+            (uncorroborated_mark(l))
             " · " (site_link(&i.base_url))
         }
         (notice(done))
@@ -564,6 +618,10 @@ pub fn installation(
                 dl.facts {
                     (dl_row("State", html! { span #license-state { (l.state) } }))
                     (dl_row("Source", text(l.source.as_deref())))
+                    (dl_row("Corroborated", html! { span #license-corroborated {
+                        @if l.corroborated { "yes: an outside source says active" }
+                        @else { "no: no outside source (product licence endpoint, Marketplace, Forge) says active" }
+                    } }))
                     (dl_row("Effective trial end", html! { span #effective-trial-end { (time(l.effective_trial_end)) } }))
                     (dl_row("Marketplace trial", html! { (time(l.trial_start)) " → " (time(l.trial_end)) }))
                     (dl_row("Licence type", text(l.license_type.as_deref())))
@@ -589,7 +647,7 @@ pub fn installation(
                 h2 { "Installation" }
                 dl.facts {
                     (dl_row("Client key", html! { code { (i.client_key.as_deref().unwrap_or("none (Forge only)")) } }))
-                    (dl_row("Flavour", html! { (i.flavour) }))
+                    (dl_row("Flavour", flavour(&i.flavour)))
                     (dl_row("Product", html! { (i.product_type) }))
                     (dl_row("Display URL", text(i.display_url.as_deref())))
                     (dl_row("Description", text(i.description.as_deref())))
@@ -712,14 +770,14 @@ pub fn access_tokens(
     items: &[views::AccessToken],
     done: Option<&str>,
     shown: Option<&Shown>,
-    error: Option<(&str, &ActionForm, &str)>,
+    error: Option<(&str, &ActionForm)>,
 ) -> Markup {
     let r = &ctx.root;
     let now = crate::store::now();
     let blank = ActionForm::default();
-    let (message, form, client_key) = match error {
-        Some((m, f, k)) => (Some(m), f, k),
-        None => (None, &blank, ""),
+    let (message, form) = match error {
+        Some((m, f)) => (Some(m), f),
+        None => (None, &blank),
     };
     let content = html! {
         h1 { "Access tokens" }
@@ -734,7 +792,7 @@ pub fn access_tokens(
                 div { label for="note" { "Reason" }
                     input #note type="text" name="note" required maxlength="1000" value=(form.note); }
                 div { label for="client_key" { "Bind to client key (optional)" }
-                    input #client_key type="text" name="client_key" value=(client_key); }
+                    input #client_key type="text" name="client_key" value=(form.client_key); }
                 div { label for="expires_at" { "Expires (date, UTC; optional)" }
                     input #expires_at type="date" name="expires_at" value=(form.expires_at); }
                 div { button type="submit" { "Create token" } }
@@ -895,5 +953,29 @@ mod tests {
             "status=enabled%2Cdisabled&trial_ends_before=2026-05-01&sort=base_url"
         );
         assert!(f.to_query(Some("c1")).ends_with("&cursor=c1"));
+    }
+
+    #[test]
+    fn list_form_keeps_flavour_and_corroborated() {
+        let f = ListForm::from_query("flavour=connect&flavour=forge&corroborated=false&flavour=");
+        assert_eq!(f.flavour, vec!["connect", "forge"]);
+        assert!(f.filtered());
+        assert_eq!(
+            f.to_query(None),
+            "flavour=connect%2Cforge&corroborated=false"
+        );
+        assert!(ListForm::from_query("corroborated=true").filtered());
+    }
+
+    #[test]
+    fn flavours_wrap_after_underscores_and_stay_text() {
+        assert_eq!(
+            flavour("connect_on_forge").into_string(),
+            "<span class=\"flavour\">connect_<wbr>on_<wbr>forge</span>"
+        );
+        assert_eq!(
+            flavour("<b>").into_string(),
+            "<span class=\"flavour\">&lt;b&gt;</span>"
+        );
     }
 }

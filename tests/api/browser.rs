@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: headless Chromium from the distribution's packages
 //! (`chromium`, `chromium-driver`), driven over WebDriver by `fantoccini`, against the real
-//! server on port 0. A vendor's Monday morning: sign in, filter by licence state, search, open
-//! an installation, extend its trial by 30 days and see the new end date, grant free use,
+//! server on port 0. A vendor's Monday morning: sign in, filter by licence state and by
+//! flavour, search, open an installation, extend its trial by 30 days and see the new end date, grant free use,
 //! create an access token and read it once, sign out.
 //!
 //! Without Chromium the test says it was skipped and passes; with `CI=true` it fails instead.
@@ -23,8 +23,11 @@ use chrono::{NaiveDateTime, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::admin::{admin_json, install_at, set_marketplace, spawn_admin};
+use crate::admin::{admin_json, install_at, set_marketplace};
 use crate::helpers::*;
+
+/// The Forge-only installation's id.
+const FORGE_UUID: &str = "b1b2c3d4-0000-4e5f-8a9b-0c1d2e3f4a5b";
 
 /// The longest any one step may take (Chromium on a busy 2-core machine is slow to start).
 const STEP: Duration = Duration::from_secs(30);
@@ -247,7 +250,7 @@ async fn a_vendor_works_through_the_dashboard_in_chromium() {
 }
 
 async fn monday_morning(backend: Backend, c: &Client) {
-    let app = spawn_admin(backend).await;
+    let app = crate::forge::spawn_forge(backend, &[("ADMIN_TOKEN", crate::admin::ADMIN)]).await;
     let now = Utc::now();
     let admin =
         connect_keeper::registry::admin_tokens::create(&app.state.db, "browser-admin", "test", now)
@@ -288,6 +291,16 @@ async fn monday_morning(backend: Backend, c: &Client) {
             .execute(p).await.map(|_| ())
     })
     .unwrap();
+    // Besides those Connect-on-Forge tenants (their `installed` names a Forge installation),
+    // a plain Connect tenant and a Forge-only installation, known from a FIT.
+    let mut plain = installed_payload("br-plain", "secret-p", &crate::admin::site(&app, "plain"));
+    plain.as_object_mut().unwrap().remove("installationId");
+    app.install_payload(&plain).await;
+    let mut claims = crate::forge::fit_claims_for(FORGE_UUID, "cloud-of-the-forge-site");
+    claims["context"]["siteUrl"] = json!("https://forge-only.atlassian.net");
+    claims["app"]["license"] = json!({"active": true});
+    let res = crate::forge::with_fit(&app, "GET", "/api/whoami", &crate::forge::fit(&claims)).await;
+    assert_eq!(res.status(), 200);
     let ui = |path: &str| app.url(&format!("/admin/ui{path}"));
 
     // Sign in: a page asks for the token first.
@@ -306,10 +319,10 @@ async fn monday_morning(backend: Backend, c: &Client) {
     wait_text(c, "header.top .actor", "browser-admin").await;
     shoot(c, "overview").await;
 
-    // Installations: all three, then only the trial by the licence filter.
+    // Installations: all five, then only the trial by the licence filter.
     click(c, "header.top nav a[href$='/installations']").await;
     wait_path(c, "/admin/ui/installations").await;
-    assert_eq!(total(c).await, "3");
+    assert_eq!(total(c).await, "5");
     no_alert(c).await;
     assert!(
         c.source()
@@ -337,9 +350,23 @@ async fn monday_morning(backend: Backend, c: &Client) {
     assert_eq!(listed(c).await, ["br-trial"]);
     shoot(c, "installations-trial").await;
 
+    // Only the Forge installation by the flavour filter (the licence box unticked; the
+    // filters stay open on a filtered page).
+    click(c, "input[name=license][value=trial]").await;
+    click(c, "input[name=flavour][value=forge]").await;
+    click(c, "form.filters .actions button[type=submit]").await;
+    wait_text(c, "#total", "1").await;
+    let forge_key = listed(c).await;
+    assert_eq!(forge_key.len(), 1);
+    assert!(forge_key[0].contains(FORGE_UUID), "{forge_key:?}");
+    assert_eq!(
+        text(c, "td[data-label=Flavour]").await.as_deref(),
+        Some("forge")
+    );
+
     // Search (the filters cleared first).
     click(c, "form.filters .actions a").await;
-    wait_text(c, "#total", "3").await;
+    wait_text(c, "#total", "5").await;
     fill(c, "#q", "acme").await;
     click(c, ".searchrow button").await;
     wait_text(c, "#total", "1").await;

@@ -608,3 +608,230 @@ both_backends! {
         assert!(a.body.contains("not configured"), "{}", a.body);
     }
 }
+
+/// The text of the cell `label` (its `data-label`) in the Installations table row whose link
+/// contains `key`, tags stripped; `None` when no row links there.
+fn cell(body: &str, key: &str, label: &str) -> Option<String> {
+    let row = body
+        .split("<tr>")
+        .find(|r| r.contains("class=\"detail\"") && r.contains(key))?;
+    let marker = format!("data-label=\"{label}\">");
+    let at = row.find(&marker)? + marker.len();
+    let inner = &row[at..][..row[at..].find("</td>")?];
+    let mut text = String::new();
+    let mut in_tag = false;
+    for ch in inner.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    Some(text.trim().to_owned())
+}
+
+fn total_of(body: &str) -> i64 {
+    let marker = "<strong id=\"total\">";
+    let at = body.find(marker).expect("a total") + marker.len();
+    body[at..][..body[at..].find('<').unwrap()].parse().unwrap()
+}
+
+/// The `href` after `marker` in `body`, unescaped.
+fn link_after(body: &str, marker: &str) -> Option<String> {
+    let at = body.find(marker)? + marker.len();
+    let rest = &body[at..];
+    let start = rest.find("href=\"")? + "href=\"".len();
+    Some(rest[start..][..rest[start..].find('"')?].replace("&amp;", "&"))
+}
+
+/// A Forge-only installation (known from a FIT, no Connect clientKey) on its own site.
+async fn forge_only(app: &TestApp, uuid: &str, site_url: &str) {
+    let mut claims = crate::forge::fit_claims_for(uuid, &format!("cloud-{uuid}"));
+    claims["context"]["siteUrl"] = json!(site_url);
+    claims["app"]["license"] = json!({"active": true});
+    let res = crate::forge::with_fit(app, "GET", "/api/whoami", &crate::forge::fit(&claims)).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
+/// A plain Connect tenant: its `installed` carries no Forge installation id.
+async fn connect_only(app: &TestApp, client_key: &str, slug: &str) {
+    let mut body = installed_payload(client_key, "s", &crate::admin::site(app, slug));
+    body.as_object_mut().unwrap().remove("installationId");
+    app.install_payload(&body).await;
+}
+
+both_backends! {
+    /// Contract §11: the Installations page shows each installation's flavour and takes the
+    /// API's `flavour` filter, in the form, across pages and in the CSV link.
+    async fn the_list_page_shows_and_filters_by_flavour(backend) {
+        const FORGE_UUID: &str = "0f0f0f0f-1111-4222-8333-444455556666";
+        let app = crate::forge::spawn_forge(backend, &[("ADMIN_TOKEN", ADMIN)]).await;
+        connect_only(&app, "ck-plain", "plain").await;
+        install_at(&app, "ck-cof", "s", "cof").await; // carries an installationId
+        forge_only(&app, FORGE_UUID, "https://forge-only.atlassian.net").await;
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+
+        let all = dash.get("/admin/ui/installations").await;
+        assert_eq!(all.status, 200, "{}", all.body);
+        assert_eq!(total_of(&all.body), 3);
+        assert!(all.body.contains("<th>Flavour</th>"), "a Flavour column");
+        assert_eq!(cell(&all.body, "/installations/ck-plain\"", "Flavour").as_deref(), Some("connect"));
+        assert_eq!(cell(&all.body, "/installations/ck-cof\"", "Flavour").as_deref(), Some("connect_on_forge"));
+        assert_eq!(cell(&all.body, FORGE_UUID, "Flavour").as_deref(), Some("forge"));
+        for v in ["connect", "connect_on_forge", "forge"] {
+            assert!(all.body.contains(&format!("name=\"flavour\" value=\"{v}\"")), "a {v} box in the form");
+        }
+
+        // One flavour: only its installation; the box stays ticked.
+        let forge = dash.get("/admin/ui/installations?q=&flavour=forge&sort=installed_at&limit=50").await;
+        assert_eq!(forge.status, 200, "{}", forge.body);
+        assert_eq!(total_of(&forge.body), 1);
+        assert!(forge.body.contains(FORGE_UUID));
+        assert!(!forge.body.contains("/installations/ck-plain\"") && !forge.body.contains("/installations/ck-cof\""));
+        assert!(forge.body.contains("name=\"flavour\" value=\"forge\" checked"), "{}", forge.body);
+        let connect = dash.get("/admin/ui/installations?flavour=connect").await;
+        assert_eq!(total_of(&connect.body), 1);
+        assert!(connect.body.contains("/installations/ck-plain\"") && !connect.body.contains(FORGE_UUID));
+
+        // Two boxes ticked, as the form sends them, one per page: the next-page link, the
+        // first-page link and the CSV link all keep the filter.
+        let first = dash.get("/admin/ui/installations?flavour=connect&flavour=connect_on_forge&sort=base_url&limit=1").await;
+        assert_eq!(total_of(&first.body), 2);
+        let next = link_after(&first.body, "rel=\"next\" ").expect("a next page");
+        assert!(next.contains("flavour=connect%2Cconnect_on_forge"), "{next}");
+        let second = dash.get(&next).await;
+        assert_eq!(second.status, 200, "{}", second.body);
+        assert_eq!(total_of(&second.body), 2);
+        assert!(!second.body.contains(FORGE_UUID));
+        let back = link_after(&second.body, "<nav class=\"paging\" aria-label=\"pages\">").expect("a first-page link");
+        assert!(back.contains("flavour=connect%2Cconnect_on_forge") && !back.contains("cursor"), "{back}");
+        let csv_link = link_after(&first.body, "<div class=\"listhead\">").expect("a CSV link");
+        assert!(csv_link.contains("/admin/ui/installations.csv?") && csv_link.contains("flavour=connect%2Cconnect_on_forge"), "{csv_link}");
+        let csv = dash.get(&csv_link).await;
+        assert_eq!(csv.status, 200);
+        let mut keys: Vec<&str> = csv.body.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+        keys.sort();
+        assert_eq!(keys, ["ck-cof", "ck-plain"], "{}", csv.body);
+
+        // An unknown flavour: 400 naming the parameter, like the API.
+        let bad = dash.get("/admin/ui/installations?flavour=classic").await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.body.contains("flavour:"), "{}", bad.body);
+
+        // The Forge installation's own page.
+        let at = forge.body.find("class=\"detail\" href=\"").unwrap() + "class=\"detail\" href=\"".len();
+        let href = &forge.body[at..][..forge.body[at..].find('"').unwrap()];
+        let page = dash.get(href).await;
+        assert_eq!(page.status, 200, "{href}: {}", page.body);
+        assert!(page.body.contains("<dt>Flavour</dt><dd><span class=\"flavour\">forge</span></dd>"), "{}", page.body);
+    }
+}
+
+/// The product loads the app's page with `lic=active` in a query-bound token: the registry
+/// then calls the site active on the word of its own request, and nothing else's.
+async fn seen_with_lic_active(app: &TestApp, client_key: &str, secret: &str) {
+    let p = "/panel?lic=active&xdm_e=https%3A%2F%2Facme.atlassian.net";
+    let token = hs256_query_bound("GET", p, client_key, secret, json!({}));
+    assert_eq!(app.get(&format!("{p}&jwt={token}")).await.status(), 200);
+    let path = format!("/admin/installations/{client_key}");
+    assert!(
+        eventually(10, || async {
+            admin_json(app, &path).await["license"]["state"] == "active"
+        })
+        .await,
+        "the lic seen is recorded"
+    );
+}
+
+both_backends! {
+    /// Contract §10/§11: `license.corroborated` on the Installation page, a text mark on
+    /// active licences no outside source backs, and the `corroborated` filter.
+    async fn corroboration_is_shown_marked_and_filtered(backend) {
+        let app = spawn_admin(backend).await;
+        install_at(&app, "ck-lic", "secret-l", "lic").await;
+        seen_with_lic_active(&app, "ck-lic", "secret-l").await;
+        install_at(&app, "ck-paid", "secret-p", "paid").await;
+        set_marketplace(&app, "ck-paid", "Paying Ltd", "p@paid.example", "COMMERCIAL", None).await;
+        install_at(&app, "ck-none", "secret-n", "none").await;
+        assert_eq!(detail(&app, "ck-lic").await["license"]["corroborated"], false);
+        assert_eq!(detail(&app, "ck-paid").await["license"]["corroborated"], true);
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+
+        // The list marks the active licence that only the site's own request backs, in words.
+        let all = dash.get("/admin/ui/installations").await;
+        assert_eq!(total_of(&all.body), 3);
+        let licence = |key: &str| cell(&all.body, &format!("/installations/{key}\""), "Licence").unwrap();
+        assert!(licence("ck-lic").contains("not corroborated"), "{}", licence("ck-lic"));
+        assert!(!licence("ck-paid").contains("corroborated"), "{}", licence("ck-paid"));
+        assert!(!licence("ck-none").contains("corroborated"), "unlicensed: nothing to corroborate");
+
+        // The Installation page says it either way.
+        let corroborated = |body: &str| {
+            let marker = "<span id=\"license-corroborated\">";
+            let at = body.find(marker).expect("a Corroborated row") + marker.len();
+            body[at..][..body[at..].find('<').unwrap()].to_owned()
+        };
+        let lic = dash.get("/admin/ui/installations/ck-lic").await;
+        assert!(corroborated(&lic.body).starts_with("no"), "{}", corroborated(&lic.body));
+        assert!(lic.body.contains("not corroborated"), "marked beside the state");
+        let paid = dash.get("/admin/ui/installations/ck-paid").await;
+        assert!(corroborated(&paid.body).starts_with("yes"), "{}", corroborated(&paid.body));
+        assert!(!paid.body.contains("not corroborated"));
+
+        // The filter, as the form sends it; offered in the form and kept selected.
+        assert!(all.body.contains("name=\"corroborated\""), "the form offers the filter");
+        let un = dash.get("/admin/ui/installations?q=&license=active&corroborated=false&sort=installed_at&limit=50").await;
+        assert_eq!(un.status, 200, "{}", un.body);
+        assert_eq!(total_of(&un.body), 1);
+        assert!(un.body.contains("/installations/ck-lic\"") && !un.body.contains("/installations/ck-paid\""));
+        assert!(un.body.contains("<option value=\"false\" selected>"), "{}", un.body);
+        let csv_link = link_after(&un.body, "<div class=\"listhead\">").expect("a CSV link");
+        assert!(csv_link.contains("corroborated=false"), "{csv_link}");
+        let csv = dash.get(&csv_link).await;
+        assert_eq!(csv.body.lines().count(), 2, "{}", csv.body);
+        assert!(csv.body.lines().nth(1).unwrap().starts_with("ck-lic,"));
+        let page = dash.get("/admin/ui/installations?corroborated=false&sort=base_url&limit=1").await;
+        assert_eq!(total_of(&page.body), 2, "ck-lic and ck-none");
+        let next = link_after(&page.body, "rel=\"next\" ").expect("a next page");
+        assert!(next.contains("corroborated=false"), "{next}");
+        let yes = dash.get("/admin/ui/installations?corroborated=true").await;
+        assert_eq!(total_of(&yes.body), 1);
+        assert!(yes.body.contains("/installations/ck-paid\""));
+        let bad = dash.get("/admin/ui/installations?corroborated=maybe").await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.body.contains("corroborated:"), "{}", bad.body);
+    }
+}
+
+both_backends! {
+    /// The new filters echo what they were given: a hostile value is shown as text only.
+    async fn hostile_filter_values_stay_text(backend) {
+        let app = spawn_admin(backend).await;
+        install_at(&app, "ck-1", "s", "one").await;
+        let mut dash = Dash::new(&app);
+        dash.sign_in(ADMIN).await;
+        let evil = "%3Cscript%3Ealert(1)%3C%2Fscript%3E%22%3E%3Cb%3Ex%3C%2Fb%3E";
+        for (q, field) in [(format!("flavour={evil}"), "flavour"), (format!("corroborated={evil}"), "corroborated")] {
+            let a = dash.get(&format!("/admin/ui/installations?{q}")).await;
+            assert_eq!(a.status, 400, "{q}");
+            assert!(a.body.contains(&format!("{field}:")), "{q}: {}", a.body);
+            assert!(a.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{q}: shown as text: {}", a.body);
+            assert!(!a.body.contains("<script>alert") && !a.body.contains("<b>x</b>"), "{q}");
+        }
+        // A valid filter with a hostile search: the links that carry both are escaped.
+        let a = dash.get(&format!("/admin/ui/installations?flavour=connect_on_forge&corroborated=false&q={evil}")).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(!a.body.contains("<script>alert") && !a.body.contains("<b>x</b>"));
+        let csv_link = link_after(&a.body, "<div class=\"listhead\">").expect("a CSV link");
+        assert!(csv_link.contains("flavour=connect_on_forge") && csv_link.contains("corroborated=false"), "{csv_link}");
+        assert!(!csv_link.contains('<') && !csv_link.contains('"'), "{csv_link}");
+    }
+}

@@ -15,7 +15,7 @@
 //!   token with its next delivery (the hourly heartbeat).
 //!
 //! The trigger, the poll, the claims and the back-off are the shared
-//! [`crate::license_reader`]'s; this module is its Forge License API source.
+//! `crate::license_reader`'s; this module is its Forge License API source.
 //!
 //! Nothing here ever holds up a request or an event, and nothing here logs the token: errors
 //! are [`LicenseApiError`]s, which carry no body and no token.

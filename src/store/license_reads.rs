@@ -1,6 +1,6 @@
 //! The claim and schedule SQL shared by the background licence readers
-//! ([`crate::license_reader`]): each source keeps its next read time, failure count and last
-//! error in its own columns of `installations` ([`Schedule`]), and is claimed the same way.
+//! (`crate::license_reader`): each source keeps its next read time, failure count and last
+//! error in its own columns of `installations` (`Schedule`), and is claimed the same way.
 //!
 //! Taking work is an `UPDATE … WHERE next <= now` that moves the next read time to a claim
 //! deadline *before* the read, so two instances polling the same database never read the same
@@ -28,7 +28,7 @@ pub(crate) struct Schedule {
 }
 
 /// The outcome of one read, written at once by the source's `record`, which ends with
-/// [`set_schedule!`].
+/// `set_schedule!`.
 #[derive(Clone, Debug)]
 pub struct Record<L> {
     /// `None`: the read failed (licence columns kept). `Some(None)`: it answered without a

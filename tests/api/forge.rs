@@ -493,7 +493,7 @@ both_backends! {
 
 both_backends! {
     async fn a_known_forge_installation_needs_no_database(backend) {
-        let app = spawn_forge(backend, &[]).await;
+        let app = spawn_forge_tuned(backend, &[], no_change_poll).await;
         let claims = with_license(fit_claims(), json!({"active": true}));
         assert_eq!(whoami_says(&app, &claims).await, "fit"); // first sight: registered
         app.state.db.close().await;
@@ -512,10 +512,10 @@ both_backends! {
     /// recalled from memory (no database, no signature check) — and still refused once it
     /// expires, though the cache holds it.
     async fn a_reused_fit_is_served_from_memory_until_it_expires(backend) {
-        let app = spawn_forge(backend, &[("JWT_LEEWAY_SECS", "0")]).await;
+        let app = spawn_forge_tuned(backend, &[("JWT_LEEWAY_SECS", "0")], no_change_poll).await;
         let now = Utc::now().timestamp();
         let mut claims = with_license(testing::claims(now), json!({"active": true}));
-        claims["exp"] = json!(now + 2);
+        claims["exp"] = json!(now + 3);
         let token = fit(&claims);
         assert_eq!(token_says(&app, &token).await, "fit"); // first sight: registered
         assert_eq!(app.state.verified_fits.len(), 1, "remembered");
@@ -526,7 +526,7 @@ both_backends! {
         }
         assert_eq!(app.state.verified_fits.len(), 1, "the same FIT, remembered once");
 
-        while Utc::now().timestamp() <= now + 2 {
+        while Utc::now().timestamp() <= now + 3 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let said = refused_because(&app, &token).await;

@@ -181,6 +181,14 @@ impl Drop for TestApp {
     }
 }
 
+/// A `tune` for tests that close the database to prove the request path needs none: the
+/// change poll (every 500 ms in tests, looking 5 s back) re-invalidates a tenant changed just
+/// before, and the reload it causes would race the close. With the poll at an hour, only its
+/// first tick (at start-up) runs. The poll itself is tested on its own.
+pub fn no_change_poll(config: &mut Config) {
+    config.cache_refresh = std::time::Duration::from_secs(3600);
+}
+
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         Self::spawn_with(backend, &[]).await

@@ -565,7 +565,7 @@ both_backends! {
 
 both_backends! {
     async fn a_cached_tenant_needs_no_database(backend) {
-        let app = TestApp::spawn(backend).await;
+        let app = TestApp::spawn_tuned(backend, &[], no_change_poll).await;
         app.install("ck-cache", SECRET).await;
         vendor::grant_free(app.state.as_ref(), "ck-cache", None, None, "test", Utc::now())
             .await

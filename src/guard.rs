@@ -438,14 +438,20 @@ pub fn fit_refusal_response(state: &crate::state::AppState, e: &FitError) -> Htt
         .with_label_values(&[e.reason()])
         .inc();
     tracing::info!(reason = e.reason(), "Forge request refused");
+    invalid_token(state, "Bearer", &e.to_string())
+}
+
+/// 401 `invalid_token` with a `WWW-Authenticate` challenge for `scheme` (`JWT` for Connect,
+/// `Bearer` for a FIT) in the app's realm.
+fn invalid_token(state: &crate::state::AppState, scheme: &str, message: &str) -> HttpResponse {
     HttpResponse::Unauthorized()
         .insert_header((
             header::WWW_AUTHENTICATE,
-            format!("Bearer realm=\"{}\"", realm(&state.app_key)),
+            format!("{scheme} realm=\"{}\"", realm(&state.app_key)),
         ))
         .json(ErrorBody {
             error: "invalid_token",
-            message: &e.to_string(),
+            message,
         })
 }
 
@@ -698,15 +704,7 @@ fn refusal_response(state: &crate::state::AppState, r: &Refusal) -> HttpResponse
     tracing::info!(reason = r.reason(), "product request refused");
     match r {
         Refusal::Disabled => json_error(StatusCode::FORBIDDEN, "tenant_disabled", &r.to_string()),
-        _ => HttpResponse::Unauthorized()
-            .insert_header((
-                header::WWW_AUTHENTICATE,
-                format!("JWT realm=\"{}\"", realm(&state.app_key)),
-            ))
-            .json(ErrorBody {
-                error: "invalid_token",
-                message: &r.to_string(),
-            }),
+        _ => invalid_token(state, "JWT", &r.to_string()),
     }
 }
 

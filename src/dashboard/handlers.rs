@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::pages::{self, ActionForm, Ctx, ListForm};
 use super::{Signed, root, session};
 use crate::error::ApiError;
-use crate::registry::{export, grants, installations, list_query, views};
+use crate::registry::{grants, installations, list_query, views};
 use crate::state::SharedState;
 
 type Page = Result<HttpResponse, actix_web::Error>;
@@ -212,20 +212,11 @@ pub async fn installations_csv(state: SharedState, req: HttpRequest, Signed(s): 
             ));
         }
     };
-    let stream = export::csv_stream(state.db.clone(), list.filter, list.sort);
-    let stream = futures::StreamExt::map(stream, |chunk| {
-        chunk.map_err(|e| {
-            tracing::error!(error = ?e, "CSV export failed mid-stream");
-            actix_web::error::ErrorInternalServerError("export failed")
-        })
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            "attachment; filename=\"installations.csv\"",
-        ))
-        .streaming(stream))
+    Ok(crate::routes::admin::csv_download(
+        &state,
+        list.filter,
+        list.sort,
+    ))
 }
 
 async fn installation_page(

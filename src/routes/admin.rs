@@ -273,24 +273,32 @@ pub async fn list_installations(
     let list = list_query::parse_list_query(req.query_string(), accepts_csv(&req))?;
     match list.format {
         Format::Json => Ok(HttpResponse::Ok().json(installations::list(&state.db, &list).await?)),
-        Format::Csv => {
-            let stream = export::csv_stream(state.db.clone(), list.filter, list.sort);
-            let stream = futures::StreamExt::map(stream, |chunk| {
-                chunk.map_err(|e| {
-                    // The status line is already sent: all we can do is log and cut the body.
-                    tracing::error!(error = ?e, "CSV export failed mid-stream");
-                    actix_web::error::ErrorInternalServerError("export failed")
-                })
-            });
-            Ok(HttpResponse::Ok()
-                .content_type("text/csv; charset=utf-8")
-                .insert_header((
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"installations.csv\"",
-                ))
-                .streaming(stream))
-        }
+        Format::Csv => Ok(csv_download(&state, list.filter, list.sort)),
     }
+}
+
+/// The CSV export as a download, streamed ([`export::csv_stream`]): the API's
+/// `format=csv` and the dashboard's "download CSV" link.
+pub(crate) fn csv_download(
+    state: &crate::state::AppState,
+    filter: crate::store::listing::Filter,
+    sort: crate::store::listing::Sort,
+) -> HttpResponse {
+    let stream = export::csv_stream(state.db.clone(), filter, sort);
+    let stream = futures::StreamExt::map(stream, |chunk| {
+        chunk.map_err(|e| {
+            // The status line is already sent: all we can do is log and cut the body.
+            tracing::error!(error = ?e, "CSV export failed mid-stream");
+            actix_web::error::ErrorInternalServerError("export failed")
+        })
+    });
+    HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"installations.csv\"",
+        ))
+        .streaming(stream)
 }
 
 /// One installation with its lifecycle history and audit trail

@@ -98,23 +98,18 @@ pub async fn insert(
 }
 
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AccessTokenRow>> {
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, AccessTokenRow>("SELECT * FROM access_tokens WHERE id = $1")
-            .bind(id)
-            .fetch_optional(p)
-            .await
-    })
+    super::row_by_key::<AccessTokenRow>(db, "SELECT * FROM access_tokens WHERE id = $1", id).await
 }
 
 /// Finds a token by the hash of what the caller presented (an indexed equality lookup on a
 /// hash: the presented text itself is never compared with anything).
 pub async fn by_hash(db: &Db, token_hash: &str) -> sqlx::Result<Option<AccessTokenRow>> {
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, AccessTokenRow>("SELECT * FROM access_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(p)
-            .await
-    })
+    super::row_by_key::<AccessTokenRow>(
+        db,
+        "SELECT * FROM access_tokens WHERE token_hash = $1",
+        token_hash,
+    )
+    .await
 }
 
 /// Every token, newest first (ids are UUIDv7).

@@ -49,12 +49,7 @@ pub async fn for_client(db: &Db, client_key: &str) -> sqlx::Result<Vec<GrantRow>
 }
 
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<GrantRow>> {
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(p)
-            .await
-    })
+    super::row_by_key::<GrantRow>(db, "SELECT * FROM grants WHERE id = $1", id).await
 }
 
 /// Client keys with a grant whose end fell in `(after, until]`: their license view may have
@@ -79,12 +74,12 @@ pub async fn ended_between(
 
 /// The grant of one access token (a token makes at most one; a unique index says so too).
 pub async fn for_access_token(db: &Db, access_token_id: &str) -> sqlx::Result<Option<GrantRow>> {
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE access_token_id = $1")
-            .bind(access_token_id)
-            .fetch_optional(p)
-            .await
-    })
+    super::row_by_key::<GrantRow>(
+        db,
+        "SELECT * FROM grants WHERE access_token_id = $1",
+        access_token_id,
+    )
+    .await
 }
 
 /// What an insert did.

@@ -205,12 +205,12 @@ impl From<Claim> for Option<Applied> {
 }
 
 pub async fn get(db: &Db, client_key: &str) -> sqlx::Result<Option<InstallationRow>> {
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, InstallationRow>("SELECT * FROM installations WHERE client_key = $1")
-            .bind(client_key)
-            .fetch_optional(p)
-            .await
-    })
+    super::row_by_key::<InstallationRow>(
+        db,
+        "SELECT * FROM installations WHERE client_key = $1",
+        client_key,
+    )
+    .await
 }
 
 /// Whether a row has this key.

@@ -52,6 +52,23 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// The one row a `SELECT * FROM … WHERE <unique column> = $1` finds, if any: the look-up by
+/// key that every table has, written once for both backends.
+pub(crate) async fn row_by_key<R>(db: &Db, sql: &'static str, key: &str) -> sqlx::Result<Option<R>>
+where
+    R: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    on_db!(db, |p| {
+        sqlx::query_as::<_, R>(sql)
+            .bind(key)
+            .fetch_optional(p)
+            .await
+    })
+}
+
 #[derive(Clone, Debug)]
 pub enum Db {
     Sqlite(SqlitePool),

@@ -177,15 +177,22 @@ async fn total(c: &Client) -> String {
     until("#total", || text(c, "#total")).await
 }
 
-/// The client keys of the rows on the Installations page.
-async fn listed(c: &Client) -> Vec<String> {
+/// The client keys of the rows on the Installations page, or `None` when the page changed
+/// under the read (a row found, then gone: WebDriver's stale element reference, seen when a
+/// search's page load lands between the find and the read).
+async fn try_listed(c: &Client) -> Option<Vec<String>> {
     let mut keys = vec![];
-    for a in c.find_all(Locator::Css("a.detail")).await.unwrap() {
-        let href = a.attr("href").await.unwrap().unwrap_or_default();
+    for a in c.find_all(Locator::Css("a.detail")).await.ok()? {
+        let href = a.attr("href").await.ok()?.unwrap_or_default();
         keys.push(href.rsplit('/').next().unwrap_or_default().to_owned());
     }
     keys.sort();
-    keys
+    Some(keys)
+}
+
+/// [`try_listed`], read again until the page holds still.
+async fn listed(c: &Client) -> Vec<String> {
+    until("the installations list", || try_listed(c)).await
 }
 
 /// No alert is open: nothing the pages showed ran a script.
@@ -374,7 +381,7 @@ async fn monday_morning(backend: Backend, c: &Client) {
     fill(c, "#q", "trial co").await;
     click(c, ".searchrow button").await;
     until("the search for trial co", || async {
-        (listed(c).await == ["br-trial"]).then_some(())
+        (try_listed(c).await? == ["br-trial"]).then_some(())
     })
     .await;
 

@@ -325,14 +325,21 @@ fn fingerprint_of(
     h.finish().max(1)
 }
 
+/// The fingerprint of a FIT's licence as it will be stored: strings cut as the record cuts
+/// them ([`crate::store::forge::fit_text`], borrowed), so that the licence read back from the
+/// database and the same licence in the next FIT agree, and a long field does not look like a
+/// change (a needless write) after every reload of the tenant.
 fn fit_fingerprint(l: &FitLicense) -> u64 {
+    fn short(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(crate::store::forge::fit_text)
+    }
     fingerprint_of(
         l.active,
         l.evaluation,
         l.trial_end,
-        l.license_type.as_deref(),
-        l.entitlement_id.as_deref(),
-        l.entitlement_number.as_deref(),
+        short(&l.license_type),
+        short(&l.entitlement_id),
+        short(&l.entitlement_number),
     )
 }
 
@@ -825,6 +832,31 @@ mod tests {
         assert!(snap.seen_due(t(1)));
         assert!(!snap.seen_due(t(1)));
         assert!(snap.seen_due(t(2)));
+    }
+
+    #[test]
+    fn a_fit_licence_and_its_stored_record_have_the_same_fingerprint() {
+        let long = "é".repeat(300);
+        let license = FitLicense {
+            active: Some(true),
+            evaluation: false,
+            trial_end: None,
+            subscription_end: None,
+            license_type: Some(long.clone()),
+            entitlement_id: Some("E-1".into()),
+            entitlement_number: Some(long),
+        };
+        let record = FitLicenseRecord::from(&license);
+        assert_eq!(
+            record.license_type.as_deref().map(|s| s.chars().count()),
+            Some(200)
+        );
+        assert_eq!(fit_fingerprint(&license), fit_record_fingerprint(&record));
+        let other = FitLicense {
+            active: Some(false),
+            ..license
+        };
+        assert_ne!(fit_fingerprint(&other), fit_record_fingerprint(&record));
     }
 
     #[test]

@@ -411,10 +411,20 @@ pub struct FitLicenseRecord {
     pub entitlement_number: Option<String>,
 }
 
+/// Longest text (in characters) kept of a FIT licence's string fields: these bytes come from
+/// Atlassian but end up in every listing.
+pub const FIT_TEXT_MAX: usize = 200;
+
+/// `s` cut to [`FIT_TEXT_MAX`] characters, borrowed.
+pub fn fit_text(s: &str) -> &str {
+    s.char_indices()
+        .nth(FIT_TEXT_MAX)
+        .map_or(s, |(i, _)| &s[..i])
+}
+
 impl From<&crate::forge::fit::FitLicense> for FitLicenseRecord {
     fn from(l: &crate::forge::fit::FitLicense) -> Self {
-        // Bounded: these bytes come from Atlassian but end up in every listing.
-        let short = |v: &Option<String>| v.as_deref().map(|s| s.chars().take(200).collect());
+        let short = |v: &Option<String>| v.as_deref().map(|s| fit_text(s).to_owned());
         FitLicenseRecord {
             active: l.active,
             evaluation: l.evaluation,

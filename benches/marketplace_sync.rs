@@ -219,7 +219,13 @@ async fn main() -> anyhow::Result<()> {
             b"{}",
             now + chrono::Duration::minutes(5),
         );
-        installations::record_install(&state.db, &rec, &token, 1, &json!({}), now).await?;
+        let callback = installations::Callback {
+            token: &token,
+            iat: 1,
+            payload: &json!({}),
+            now,
+        };
+        installations::record_install(&state.db, &rec, &callback).await?;
     }
     let stamp = "UPDATE installations SET cloud_id = 'cloud-' || substr(client_key, 8)";
     match &state.db {

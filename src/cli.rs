@@ -118,22 +118,21 @@ pub enum AdminTokenCommand {
         /// A name for the token, recorded as the actor of its changes.
         #[arg(long)]
         name: String,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t)]
-        format: ItemFormat,
+        #[command(flatten)]
+        output: ItemOutput,
     },
     /// List admin tokens (never the tokens themselves).
-    List {
-        /// How to print the list.
-        #[arg(long, value_enum, default_value_t)]
-        format: ListFormat,
-    },
+    List(ListOutput),
     /// Revoke an admin token; it stops working at once. Revoking it again changes nothing
     /// (and says so).
-    Revoke {
-        /// The token's id, as `admin-token list` shows it.
-        id: String,
-    },
+    Revoke(TokenId),
+}
+
+/// The token a `revoke` acts on.
+#[derive(Debug, Args)]
+pub struct TokenId {
+    /// The token's id, as `list` shows it.
+    id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,10 +143,25 @@ pub enum InstallationsCommand {
     Show {
         /// The site's client key, as `installations list` shows it.
         client_key: String,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t)]
-        format: ItemFormat,
+        #[command(flatten)]
+        output: ItemOutput,
     },
+}
+
+/// The output option of a command that shows or makes one thing.
+#[derive(Debug, Args)]
+pub struct ItemOutput {
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t)]
+    format: ItemFormat,
+}
+
+/// The one option of a list command without filters.
+#[derive(Debug, Args)]
+pub struct ListOutput {
+    /// How to print the list.
+    #[arg(long, value_enum, default_value_t)]
+    format: ListFormat,
 }
 
 #[derive(Debug, Args)]
@@ -201,9 +215,8 @@ pub enum TrialCommand {
         /// Why; recorded in the audit log.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t)]
-        format: ItemFormat,
+        #[command(flatten)]
+        output: ItemOutput,
     },
 }
 
@@ -221,9 +234,8 @@ pub enum GrantCommand {
         /// Why; recorded in the audit log.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t)]
-        format: ItemFormat,
+        #[command(flatten)]
+        output: ItemOutput,
     },
     /// Revoke a grant (kept for the record). Revoking it again changes nothing (and says so).
     Revoke {
@@ -246,22 +258,14 @@ pub enum AccessTokenCommand {
         /// A note for yourself, e.g. whom the token is for; shown by `access-token list`.
         #[arg(long, value_name = "TEXT")]
         note: Option<String>,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t)]
-        format: ItemFormat,
+        #[command(flatten)]
+        output: ItemOutput,
     },
     /// List access tokens (never the tokens themselves).
-    List {
-        /// How to print the list.
-        #[arg(long, value_enum, default_value_t)]
-        format: ListFormat,
-    },
+    List(ListOutput),
     /// Revoke an access token; a site that redeemed it loses its free use. Revoking it again
     /// changes nothing (and says so).
-    Revoke {
-        /// The token's id, as `access-token list` shows it.
-        id: String,
-    },
+    Revoke(TokenId),
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,9 +273,8 @@ pub enum SyncCommand {
     /// Run one Marketplace license sync and print a summary (needs the MARKETPLACE_*
     /// credentials).
     Marketplace {
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t)]
-        format: ItemFormat,
+        #[command(flatten)]
+        output: ItemOutput,
     },
 }
 
@@ -288,9 +291,8 @@ pub enum SecretsCommand {
         /// Rows per batch.
         #[arg(long, default_value_t = 500)]
         batch: usize,
-        /// How to print the result.
-        #[arg(long, value_enum, default_value_t)]
-        format: ItemFormat,
+        #[command(flatten)]
+        output: ItemOutput,
     },
 }
 
@@ -319,7 +321,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Trial(cmd) => trial(&config, cmd).await,
         Command::Grant(cmd) => grant(&config, cmd).await,
         Command::AccessToken(cmd) => access_token(&config, cmd).await,
-        Command::Sync(SyncCommand::Marketplace { format }) => {
+        Command::Sync(SyncCommand::Marketplace {
+            output: ItemOutput { format },
+        }) => {
             let db = open(&config).await?;
             let app_key = config.resolve_app_key(&config.descriptor_template()?)?;
             let client =
@@ -347,7 +351,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Secrets(SecretsCommand::Rotate {
             new_key,
             batch,
-            format,
+            output: ItemOutput { format },
         }) => secrets_rotate(&config, new_key.as_deref(), batch, format).await,
         Command::Dev(DevCommand::Seed { count }) => {
             let db = open(&config).await?;
@@ -512,50 +516,35 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
     let now = crate::store::now();
     let mut out = io::stdout().lock();
     match cmd {
-        AdminTokenCommand::Create { name, format } => {
+        AdminTokenCommand::Create {
+            name,
+            output: ItemOutput { format },
+        } => {
             let created = admin_tokens::create(&db, &name, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
-            match format {
-                ItemFormat::Json => {
-                    serde_json::to_writer(&mut out, &created)?;
-                    writeln!(out)?;
-                }
-                ItemFormat::Text => {
-                    writeln!(out, "{}", created.token)?;
-                    eprintln!(
-                        "admin token {:?} created (id {}). It is shown only this once; \
-                         use it as `Authorization: Bearer <token>`.",
-                        created.name, created.id
-                    );
-                }
-            }
+            let about = format!(
+                "admin token {:?} created (id {}). It is shown only this once; \
+                 use it as `Authorization: Bearer <token>`.",
+                created.name, created.id
+            );
+            print_new_token(&mut out, format, &created, &created.token, &about)?;
         }
-        AdminTokenCommand::List { format } => {
+        AdminTokenCommand::List(ListOutput { format }) => {
             say_database(config);
             let items = admin_tokens::list(&db).await?;
-            let time = time_cell(format);
-            let rows = items
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.id.clone(),
-                        t.name.clone(),
-                        time(Some(t.created_at)),
-                        time(t.last_used_at),
-                        time(t.revoked_at),
-                    ]
-                })
-                .collect();
-            print_list(
-                &mut out,
-                format,
-                &items,
-                &["ID", "NAME", "CREATED", "LAST_USED", "REVOKED"],
-                rows,
-            )?;
+            let header = ["ID", "NAME", "CREATED", "LAST_USED", "REVOKED"];
+            print_list(&mut out, format, &items, &header, |t, time| {
+                vec![
+                    t.id.clone(),
+                    t.name.clone(),
+                    time(Some(t.created_at)),
+                    time(t.last_used_at),
+                    time(t.revoked_at),
+                ]
+            })?;
         }
-        AdminTokenCommand::Revoke { id } => {
+        AdminTokenCommand::Revoke(TokenId { id }) => {
             let t = admin_tokens::revoke(&db, &id, CLI_ACTOR, now).await?;
             match revoked_before(t.revoked_at, now) {
                 Some(at) => writeln!(
@@ -579,6 +568,28 @@ async fn admin_token(config: &Config, cmd: AdminTokenCommand) -> anyhow::Result<
 // trial, grant, access-token: the same rules as the admin API (crate::registry::grants)
 // ---------------------------------------------------------------------------------------
 
+/// A token made just now, shown this once: JSON for scripts, or the bare token on stdout (so
+/// that `$(…)` captures it) with what it is on stderr.
+fn print_new_token(
+    out: &mut impl Write,
+    format: ItemFormat,
+    created: &impl serde::Serialize,
+    token: &str,
+    about: &str,
+) -> anyhow::Result<()> {
+    match format {
+        ItemFormat::Json => {
+            serde_json::to_writer(&mut *out, created)?;
+            writeln!(out)?;
+        }
+        ItemFormat::Text => {
+            writeln!(out, "{token}")?;
+            eprintln!("{about}");
+        }
+    }
+    Ok(())
+}
+
 fn print_grant(out: &mut impl Write, g: &views::Grant, format: ItemFormat) -> anyhow::Result<()> {
     match format {
         ItemFormat::Json => {
@@ -587,10 +598,11 @@ fn print_grant(out: &mut impl Write, g: &views::Grant, format: ItemFormat) -> an
         }
         ItemFormat::Text => {
             let end = g
+                .grant
                 .ends_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            let (ck, id) = (&g.client_key, &g.id);
-            match (g.kind.as_str(), end) {
+            let (ck, id) = (&g.client_key, &g.grant.id);
+            match (g.grant.kind.as_str(), end) {
                 ("trial_extension", Some(end)) => writeln!(
                     out,
                     "trial of {ck:?} extended: it now ends {end} (grant {id})"
@@ -615,7 +627,7 @@ async fn trial(config: &Config, cmd: TrialCommand) -> anyhow::Result<()> {
         client_key,
         days,
         reason,
-        format,
+        output: ItemOutput { format },
     } = cmd;
     let days = grants::parse_trial_days(&days).map_err(cli_error)?;
     let g = grants::extend_trial(
@@ -631,6 +643,15 @@ async fn trial(config: &Config, cmd: TrialCommand) -> anyhow::Result<()> {
     print_grant(&mut io::stdout().lock(), &views::Grant::from(&g), format)
 }
 
+/// `--until`: a date (midnight UTC) or an RFC 3339 time; none for no end.
+fn until_flag(until: Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    until
+        .as_deref()
+        .map(|u| list_query::parse_date_param("until", u))
+        .transpose()
+        .map_err(cli_error)
+}
+
 async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
     let db = open(config).await?;
     let now = crate::store::now();
@@ -639,13 +660,9 @@ async fn grant(config: &Config, cmd: GrantCommand) -> anyhow::Result<()> {
             client_key,
             until,
             reason,
-            format,
+            output: ItemOutput { format },
         } => {
-            let until = until
-                .as_deref()
-                .map(|u| list_query::parse_date_param("until", u))
-                .transpose()
-                .map_err(cli_error)?;
+            let until = until_flag(until)?;
             let g = grants::grant_free(&db, &client_key, until, reason.as_deref(), CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
@@ -681,17 +698,12 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
             client_key,
             until,
             note,
-            format,
+            output: ItemOutput { format },
         } => {
-            let until = until
-                .as_deref()
-                .map(|u| list_query::parse_date_param("until", u))
-                .transpose()
-                .map_err(cli_error)?;
             let (row, token) = grants::create_access_token(
                 &db,
                 note.as_deref(),
-                until,
+                until_flag(until)?,
                 client_key.as_deref(),
                 CLI_ACTOR,
                 now,
@@ -699,57 +711,39 @@ async fn access_token(config: &Config, cmd: AccessTokenCommand) -> anyhow::Resul
             .await
             .map_err(cli_error)?;
             let created = views::CreatedAccessToken::new(&row, token, &config.app_base_url);
-            match format {
-                ItemFormat::Json => {
-                    serde_json::to_writer(&mut out, &created)?;
-                    writeln!(out)?;
-                }
-                ItemFormat::Text => {
-                    writeln!(out, "{}", created.token)?;
-                    eprintln!(
-                        "access token {} created; it is shown only this once.\ninstall URL: {}",
-                        created.id, created.install_url
-                    );
-                }
-            }
+            let about = format!(
+                "access token {} created; it is shown only this once.\ninstall URL: {}",
+                created.id, created.install_url
+            );
+            print_new_token(&mut out, format, &created, &created.token, &about)?;
         }
-        AccessTokenCommand::List { format } => {
+        AccessTokenCommand::List(ListOutput { format }) => {
             say_database(config);
             let items = grants::list_access_tokens(&db).await?;
-            let time = time_cell(format);
-            let rows = items
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.id.clone(),
-                        t.note.clone().unwrap_or_default(),
-                        t.client_key.clone().unwrap_or_default(),
-                        time(Some(t.created_at)),
-                        time(t.expires_at),
-                        t.redeemed_by.clone().unwrap_or_default(),
-                        time(t.redeemed_at),
-                        time(t.revoked_at),
-                    ]
-                })
-                .collect();
-            print_list(
-                &mut out,
-                format,
-                &items,
-                &[
-                    "ID",
-                    "NOTE",
-                    "CLIENT_KEY",
-                    "CREATED",
-                    "EXPIRES",
-                    "REDEEMED_BY",
-                    "REDEEMED_AT",
-                    "REVOKED",
-                ],
-                rows,
-            )?;
+            let header = [
+                "ID",
+                "NOTE",
+                "CLIENT_KEY",
+                "CREATED",
+                "EXPIRES",
+                "REDEEMED_BY",
+                "REDEEMED_AT",
+                "REVOKED",
+            ];
+            print_list(&mut out, format, &items, &header, |t, time| {
+                vec![
+                    t.id.clone(),
+                    t.note.clone().unwrap_or_default(),
+                    t.client_key.clone().unwrap_or_default(),
+                    time(Some(t.created_at)),
+                    time(t.expires_at),
+                    t.redeemed_by.clone().unwrap_or_default(),
+                    time(t.redeemed_at),
+                    time(t.revoked_at),
+                ]
+            })?;
         }
-        AccessTokenCommand::Revoke { id } => {
+        AccessTokenCommand::Revoke(TokenId { id }) => {
             let t = grants::revoke_access_token(&db, &id, CLI_ACTOR, now)
                 .await
                 .map_err(cli_error)?;
@@ -935,7 +929,10 @@ async fn installations(config: &Config, cmd: InstallationsCommand) -> anyhow::Re
                 }
             }
         }
-        InstallationsCommand::Show { client_key, format } => {
+        InstallationsCommand::Show {
+            client_key,
+            output: ItemOutput { format },
+        } => {
             let d = registry::installations::detail(&db, &client_key).await?;
             match format {
                 ItemFormat::Json => {
@@ -1140,7 +1137,10 @@ fn trial_span(
 
 /// How a list writes times: short for a person's table; RFC 3339 in UTC, as in the JSON, for
 /// the machine formats.
-fn time_cell(format: ListFormat) -> fn(Option<chrono::DateTime<chrono::Utc>>) -> String {
+/// How a list shows a time: short for a terminal, RFC 3339 for scripts.
+type TimeCell = fn(Option<chrono::DateTime<chrono::Utc>>) -> String;
+
+fn time_cell(format: ListFormat) -> TimeCell {
     match format {
         ListFormat::Table => short_time,
         ListFormat::Json | ListFormat::Csv => rfc3339,
@@ -1234,10 +1234,12 @@ fn print_list<T: serde::Serialize>(
     format: ListFormat,
     items: &[T],
     header: &[&str],
-    rows: Vec<Vec<String>>,
+    cells: impl Fn(&T, TimeCell) -> Vec<String>,
 ) -> anyhow::Result<()> {
+    let time = time_cell(format);
+    let rows = || items.iter().map(|t| cells(t, time));
     match format {
-        ListFormat::Table => write_table(out, header, &rows)?,
+        ListFormat::Table => write_table(out, header, &rows().collect::<Vec<_>>())?,
         ListFormat::Json => {
             serde_json::to_writer(&mut *out, &serde_json::json!({ "items": items }))?;
             writeln!(out)?;
@@ -1245,7 +1247,7 @@ fn print_list<T: serde::Serialize>(
         ListFormat::Csv => {
             let mut w = csv::Writer::from_writer(&mut *out);
             w.write_record(header.iter().map(|h| h.to_ascii_lowercase()))?;
-            for r in rows {
+            for r in rows() {
                 w.write_record(crate::sanitize::csv_record(r))?;
             }
             w.flush()?;

@@ -146,14 +146,15 @@ pub async fn login(state: SharedState, req: HttpRequest, body: web::Bytes) -> Ht
     }
 }
 
-pub async fn logout(state: SharedState, req: HttpRequest, Signed(s): Signed) -> HttpResponse {
-    if let Err(e) = session::sign_out(&state.db, &s, crate::store::now()).await {
-        return internal(&req, e);
+pub async fn logout(on: Signed) -> HttpResponse {
+    let (state, req, s) = on.parts();
+    if let Err(e) = session::sign_out(&state.db, s, crate::store::now()).await {
+        return internal(req, e);
     }
     let secure = state.config.app_base_url.scheme() == "https";
     let gone = session::set_cookie(secure, "", 0);
     HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, format!("{}/login", root(&req))))
+        .insert_header((header::LOCATION, format!("{}/login", root(req))))
         .insert_header((header::SET_COOKIE, gone))
         .finish()
 }
@@ -170,10 +171,14 @@ pub async fn asset(path: web::Path<String>) -> HttpResponse {
         .body(body)
 }
 
-pub async fn not_found(req: HttpRequest, Signed(s): Signed) -> HttpResponse {
+pub async fn not_found(on: Signed) -> HttpResponse {
     pages::html_response(
         StatusCode::NOT_FOUND,
-        pages::message(&ctx(&req, &s), "Not found", "There is no such page."),
+        pages::message(
+            &ctx(&on.req, &on.session),
+            "Not found",
+            "There is no such page.",
+        ),
     )
 }
 
@@ -181,8 +186,9 @@ pub async fn not_found(req: HttpRequest, Signed(s): Signed) -> HttpResponse {
 // Installations
 // ---------------------------------------------------------------------------------------
 
-pub async fn installations(state: SharedState, req: HttpRequest, Signed(s): Signed) -> Page {
-    let c = ctx(&req, &s);
+pub async fn installations(on: Signed) -> Page {
+    let (state, req, s) = on.parts();
+    let c = ctx(req, s);
     let form = ListForm::from_query(req.query_string());
     let query = form.to_query((!form.cursor.is_empty()).then_some(form.cursor.as_str()));
     let list = match list_query::parse_list_query(&query, false) {
@@ -196,24 +202,25 @@ pub async fn installations(state: SharedState, req: HttpRequest, Signed(s): Sign
     };
     match installations::list(&state.db, &list).await {
         Ok(page) => ok(pages::installations(&c, &form, Some(&page), None)),
-        Err(e) => Ok(internal(&req, e)),
+        Err(e) => Ok(internal(req, e)),
     }
 }
 
 /// The CSV export of the current filter, as `GET /admin/installations?format=csv` streams it.
-pub async fn installations_csv(state: SharedState, req: HttpRequest, Signed(s): Signed) -> Page {
+pub async fn installations_csv(on: Signed) -> Page {
+    let (state, req, s) = on.parts();
     let form = ListForm::from_query(req.query_string());
     let list = match list_query::parse_list_query(&form.to_query(None), true) {
         Ok(l) => l,
         Err(e) => {
             return Ok(pages::html_response(
                 StatusCode::BAD_REQUEST,
-                pages::installations(&ctx(&req, &s), &form, None, Some(&e.to_string())),
+                pages::installations(&ctx(req, s), &form, None, Some(&e.to_string())),
             ));
         }
     };
     Ok(crate::routes::admin::csv_download(
-        &state,
+        state,
         list.filter,
         list.sort,
     ))
@@ -249,13 +256,9 @@ async fn installation_page(
     )
 }
 
-pub async fn installation(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-    path: web::Path<String>,
-) -> HttpResponse {
-    installation_page(&state, &req, &s, &path, StatusCode::OK, None).await
+pub async fn installation(on: Signed, path: web::Path<String>) -> HttpResponse {
+    let (state, req, s) = on.parts();
+    installation_page(state, req, s, &path, StatusCode::OK, None).await
 }
 
 fn installation_url(req: &HttpRequest, key: &str, done: &str) -> String {
@@ -297,9 +300,6 @@ fn action_form(body: &[u8]) -> ActionForm {
     }
 }
 
-/// What every action runs with: the app, the request and its session.
-type Act<'a> = (&'a SharedState, &'a HttpRequest, &'a session::Session);
-
 /// One dashboard action, the same steps for every form. The session and the CSRF token were
 /// checked by `require_session` before the handler ran (a POST without them never gets here);
 /// `parsed` is the form read into what the registry takes (a message naming the field when a
@@ -308,12 +308,13 @@ type Act<'a> = (&'a SharedState, &'a HttpRequest, &'a session::Session);
 /// the form again with the reason: `400` for a field, `409` for a clash, `404` for an unknown
 /// installation, grant or token; anything else is logged and a plain 500 page.
 async fn act<P>(
-    (state, req, s): Act<'_>,
+    on: &Signed,
     form: &ActionForm,
     back: Back<'_>,
     parsed: Result<P, String>,
     run: impl AsyncFnOnce(P) -> Result<String, ApiError>,
 ) -> HttpResponse {
+    let (state, req, s) = on.parts();
     let result = match parsed {
         Ok(p) => run(p).await,
         Err(m) => Err(ApiError::bad_request("invalid_request", m)),
@@ -355,60 +356,57 @@ fn reason(form: &ActionForm) -> Result<String, String> {
     required("reason", &form.reason)
 }
 
-pub async fn extend_trial(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
+pub async fn extend_trial(on: Signed, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let (state, req, s) = on.parts();
     let form = action_form(&body);
     let parsed = grants::parse_trial_days(&form.days)
         .map_err(|e| e.to_string())
         .and_then(|days| Ok((days, reason(&form)?)));
     let back = Back::Installation(&path, pages::Action::TrialExtension);
-    let on = (&state, &req, &s);
-    act(on, &form, back, parsed, async |(days, reason)| {
+    act(&on, &form, back, parsed, async |(days, reason)| {
         let now = crate::store::now();
         grants::extend_trial(state.get_ref(), &path, days, Some(&reason), &s.actor, now).await?;
-        Ok(installation_url(&req, &path, "trial-extended"))
+        Ok(installation_url(req, &path, "trial-extended"))
     })
     .await
 }
 
-pub async fn grant_free(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
+pub async fn grant_free(on: Signed, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let (state, req, s) = on.parts();
     let form = action_form(&body);
     let parsed =
         opt_date("ends_at", &form.ends_at).and_then(|ends_at| Ok((ends_at, reason(&form)?)));
     let back = Back::Installation(&path, pages::Action::Grant);
-    let on = (&state, &req, &s);
-    act(on, &form, back, parsed, async |(ends_at, reason)| {
+    act(&on, &form, back, parsed, async |(ends_at, reason)| {
         let now = crate::store::now();
         let to = state.get_ref();
         grants::grant_free(to, &path, ends_at, Some(&reason), &s.actor, now).await?;
-        Ok(installation_url(&req, &path, "granted"))
+        Ok(installation_url(req, &path, "granted"))
     })
     .await
 }
 
-pub async fn revoke_grant(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let form = ActionForm::default();
-    let on = (&state, &req, &s);
-    act(on, &form, Back::Nowhere, Ok(()), async |()| {
-        let g = grants::revoke_grant(state.get_ref(), &path, &s.actor, crate::store::now()).await?;
-        Ok(installation_url(&req, &g.client_key, "grant-revoked"))
-    })
+/// The revoke buttons of grants and access tokens, `POST /{grants|access-tokens}/{id}/revoke`:
+/// no form to show again, so an unknown id is a 404 page saying so.
+pub async fn revoke(on: Signed, path: web::Path<(String, String)>) -> HttpResponse {
+    let (state, req, s) = on.parts();
+    let (what, id) = path.into_inner();
+    act(
+        &on,
+        &ActionForm::default(),
+        Back::Nowhere,
+        Ok(()),
+        async |()| {
+            let (to, now) = (state.get_ref(), crate::store::now());
+            if what == "grants" {
+                let g = grants::revoke_grant(to, &id, &s.actor, now).await?;
+                Ok(installation_url(req, &g.client_key, "grant-revoked"))
+            } else {
+                grants::revoke_access_token(to, &id, &s.actor, now).await?;
+                Ok(format!("{}/access-tokens?done=token-revoked", root(req)))
+            }
+        },
+    )
     .await
 }
 
@@ -461,20 +459,13 @@ async fn access_tokens_page(
     )
 }
 
-pub async fn access_tokens(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-) -> HttpResponse {
-    access_tokens_page(&state, &req, &s, StatusCode::OK, None).await
+pub async fn access_tokens(on: Signed) -> HttpResponse {
+    let (state, req, s) = on.parts();
+    access_tokens_page(state, req, s, StatusCode::OK, None).await
 }
 
-pub async fn create_access_token(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-    body: web::Bytes,
-) -> HttpResponse {
+pub async fn create_access_token(on: Signed, body: web::Bytes) -> HttpResponse {
+    let (state, req, s) = on.parts();
     let form = action_form(&body);
     let client_key = (!form.client_key.is_empty()).then_some(form.client_key.as_str());
     // Sent from an Installation page (`back=installation`): the answer goes back there.
@@ -485,8 +476,7 @@ pub async fn create_access_token(
     };
     let parsed = opt_date("expires_at", &form.expires_at)
         .and_then(|expires_at| Ok((expires_at, required("note", &form.note)?)));
-    let on = (&state, &req, &s);
-    act(on, &form, back, parsed, async |(expires_at, note)| {
+    act(&on, &form, back, parsed, async |(expires_at, note)| {
         let now = crate::store::now();
         let made = grants::create_access_token(
             state.get_ref(),
@@ -511,25 +501,9 @@ pub async fn create_access_token(
         let json = serde_json::to_string(&ShownToken { id: row.id, token }).unwrap_or_default();
         s.set_flash(&state.db, &json).await?;
         Ok(match from_page {
-            Some(k) => installation_url(&req, k, "token-created"),
-            None => format!("{}/access-tokens?done=token-created", root(&req)),
+            Some(k) => installation_url(req, k, "token-created"),
+            None => format!("{}/access-tokens?done=token-created", root(req)),
         })
-    })
-    .await
-}
-
-pub async fn revoke_access_token(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let form = ActionForm::default();
-    let on = (&state, &req, &s);
-    act(on, &form, Back::Nowhere, Ok(()), async |()| {
-        let now = crate::store::now();
-        grants::revoke_access_token(state.get_ref(), &path, &s.actor, now).await?;
-        Ok(format!("{}/access-tokens?done=token-revoked", root(&req)))
     })
     .await
 }
@@ -538,19 +512,20 @@ pub async fn revoke_access_token(
 // Overview and Marketplace
 // ---------------------------------------------------------------------------------------
 
-pub async fn overview(state: SharedState, req: HttpRequest, Signed(s): Signed) -> HttpResponse {
+pub async fn overview(on: Signed) -> HttpResponse {
+    let (state, req, s) = on.parts();
     let now = crate::store::now();
     let summary = match installations::summary(&state.db, now).await {
         Ok(v) => v,
-        Err(e) => return internal(&req, e),
+        Err(e) => return internal(req, e),
     };
     let charts = match super::charts::overview_charts(&state.db, &summary, now).await {
         Ok(m) => m,
-        Err(e) => return internal(&req, e),
+        Err(e) => return internal(req, e),
     };
     pages::html_response(
         StatusCode::OK,
-        pages::overview(&ctx(&req, &s), &summary, charts),
+        pages::overview(&ctx(req, s), &summary, charts),
     )
 }
 
@@ -564,23 +539,21 @@ async fn sync_view(state: &SharedState) -> Result<pages::SyncView, sqlx::Error> 
     })
 }
 
-pub async fn marketplace(state: SharedState, req: HttpRequest, Signed(s): Signed) -> HttpResponse {
-    let view = match sync_view(&state).await {
+pub async fn marketplace(on: Signed) -> HttpResponse {
+    let (state, req, s) = on.parts();
+    let view = match sync_view(state).await {
         Ok(v) => v,
-        Err(e) => return internal(&req, e),
+        Err(e) => return internal(req, e),
     };
-    let done = query_value(&req, "done").and_then(|d| done_message(&d));
+    let done = query_value(req, "done").and_then(|d| done_message(&d));
     pages::html_response(
         StatusCode::OK,
-        pages::marketplace(&ctx(&req, &s), &view, done, None),
+        pages::marketplace(&ctx(req, s), &view, done, None),
     )
 }
 
-pub async fn marketplace_sync(
-    state: SharedState,
-    req: HttpRequest,
-    Signed(s): Signed,
-) -> HttpResponse {
+pub async fn marketplace_sync(on: Signed) -> HttpResponse {
+    let (state, req, s) = on.parts();
     use actix_web::ResponseError;
     let (status, error) = match crate::marketplace::sync_once(
         &state.db,
@@ -589,7 +562,7 @@ pub async fn marketplace_sync(
     )
     .await
     {
-        Ok(_) => return see_other(format!("{}/marketplace?done=synced", root(&req))),
+        Ok(_) => return see_other(format!("{}/marketplace?done=synced", root(req))),
         Err(e) => match ApiError::from(e) {
             // sync_once leaves reporting to its caller: an internal error is logged by
             // `internal`, a Marketplace failure here; a refusal is only shown.
@@ -597,16 +570,16 @@ pub async fn marketplace_sync(
                 tracing::warn!(error = %message, "Marketplace sync failed; stored data unchanged");
                 (StatusCode::BAD_GATEWAY, message)
             }
-            ApiError::Internal(e) => return internal(&req, ApiError::Internal(e)),
+            ApiError::Internal(e) => return internal(req, ApiError::Internal(e)),
             other => (other.status_code(), other.to_string()),
         },
     };
-    let view = match sync_view(&state).await {
+    let view = match sync_view(state).await {
         Ok(v) => v,
-        Err(e) => return internal(&req, e),
+        Err(e) => return internal(req, e),
     };
     pages::html_response(
         status,
-        pages::marketplace(&ctx(&req, &s), &view, None, Some(&error)),
+        pages::marketplace(&ctx(req, s), &view, None, Some(&error)),
     )
 }

@@ -82,16 +82,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                             .route(post().to(handlers::grant_free)),
                     )
                     .service(
-                        resource("/grants/{id}/revoke").route(post().to(handlers::revoke_grant)),
-                    )
-                    .service(
                         resource("/access-tokens")
                             .route(get().to(handlers::access_tokens))
                             .route(post().to(handlers::create_access_token)),
                     )
                     .service(
-                        resource("/access-tokens/{id}/revoke")
-                            .route(post().to(handlers::revoke_access_token)),
+                        resource("/{what:grants|access-tokens}/{id}/revoke")
+                            .route(post().to(handlers::revoke)),
                     )
                     .service(resource("/marketplace").route(get().to(handlers::marketplace)))
                     .service(
@@ -109,43 +106,54 @@ async fn security_headers(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let mut res = next.call(req).await?;
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    crate::routes::set_headers(
+        h,
+        &[
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
+    );
     Ok(res)
 }
 
-/// The session of a signed-in request, as `require_session` stored it.
-pub struct Signed(pub Session);
+/// What every signed-in page and action runs with: the app, the request, and its session as
+/// `require_session` checked and stored it.
+pub struct Signed {
+    pub state: SharedState,
+    pub req: HttpRequest,
+    pub session: Session,
+}
+
+impl Signed {
+    /// The app, the request and the session, borrowed.
+    pub fn parts(&self) -> (&SharedState, &HttpRequest, &Session) {
+        (&self.state, &self.req, &self.session)
+    }
+}
 
 impl FromRequest for Signed {
     type Error = actix_web::Error;
     type Future = Ready<Result<Signed, actix_web::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        // Missing means a handler mounted outside the protected scope: a bug, fail closed.
-        ready(
-            req.extensions()
-                .get::<Session>()
-                .cloned()
-                .map(Signed)
-                .ok_or_else(|| {
-                    actix_web::error::ErrorInternalServerError("dashboard session not checked")
-                }),
-        )
+        let state = req.app_data::<SharedState>().cloned();
+        let session = req.extensions().get::<Session>().cloned();
+        ready(match (state, session) {
+            (Some(state), Some(session)) => Ok(Signed {
+                state,
+                req: req.clone(),
+                session,
+            }),
+            // Missing means a handler mounted outside the protected scope: a bug, fail closed.
+            _ => Err(actix_web::error::ErrorInternalServerError(
+                "dashboard session not checked",
+            )),
+        })
     }
 }
 

@@ -148,6 +148,12 @@ async fn verify_and_apply(
         body,
         chrono::DateTime::from_timestamp(accepted_until, 0).unwrap_or(now),
     );
+    let callback = installations::Callback {
+        token: &token,
+        iat,
+        payload: &stored,
+        now,
+    };
     let applied = match event {
         LifecycleEvent::Installed => {
             let mut rec = payload.install_record()?;
@@ -164,24 +170,15 @@ async fn verify_and_apply(
                     .filter(|k| *k != rec.client_key),
                 None => None,
             };
-            let applied =
-                installations::record_install(&state.db, &rec, &token, iat, &stored, now).await?;
+            let applied = installations::record_install(&state.db, &rec, &callback).await?;
             if let Some(old) = holder {
                 state.tenants.invalidate(&old).await;
             }
             applied
         }
         other => {
-            installations::record_transition(
-                &state.db,
-                &payload.client_key,
-                other.as_str(),
-                &token,
-                iat,
-                &stored,
-                now,
-            )
-            .await?
+            let key = &payload.client_key;
+            installations::record_transition(&state.db, key, other.as_str(), &callback).await?
         }
     };
     match applied {

@@ -139,16 +139,10 @@ pub struct GrantItem {
 /// grant fields plus whose it is and who made or revoked it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Grant {
-    pub id: String,
+    #[serde(flatten)]
+    pub grant: GrantItem,
     pub client_key: String,
-    #[schema(example = "free")]
-    pub kind: String,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: Option<DateTime<Utc>>,
-    pub reason: Option<String>,
     pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
 }
 
@@ -169,15 +163,9 @@ impl From<&GrantRow> for GrantItem {
 impl From<&GrantRow> for Grant {
     fn from(g: &GrantRow) -> Self {
         Grant {
-            id: g.id.clone(),
+            grant: GrantItem::from(g),
             client_key: g.client_key.clone(),
-            kind: g.kind.clone(),
-            starts_at: g.starts_at,
-            ends_at: g.ends_at,
-            reason: g.reason.clone(),
             created_by: g.created_by.clone(),
-            created_at: g.created_at,
-            revoked_at: g.revoked_at,
             revoked_by: g.revoked_by.clone(),
         }
     }

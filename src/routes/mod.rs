@@ -15,6 +15,17 @@ pub mod limits;
 pub mod ops;
 pub mod product;
 
+/// Sets headers on an answer, replacing any the handler set: each browser-facing scope (the
+/// iframe page, the dashboard) states its policy as one table.
+pub(crate) fn set_headers(
+    h: &mut header::HeaderMap,
+    policy: &[(header::HeaderName, &'static str)],
+) {
+    for (name, value) in policy {
+        h.insert(name.clone(), header::HeaderValue::from_static(value));
+    }
+}
+
 /// Largest request body accepted anywhere (413 beyond 1 MiB: docs/admin-api.md#errors).
 pub const MAX_BODY: usize = 1 << 20;
 

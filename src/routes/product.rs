@@ -95,14 +95,13 @@ async fn page_headers(
         format!("frame-ancestors {}", frame_ancestors(site))
     };
     let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+    super::set_headers(
+        h,
+        &[
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
     );
     if let Ok(value) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, value);

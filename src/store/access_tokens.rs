@@ -8,8 +8,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::grants::GrantRow;
-use super::{Db, WritePool};
+use super::audit::Entry;
+use super::grants::{GrantRow, Revoke};
+use super::{Db, WritePool, row_by_key_in};
 use crate::domain::GrantKind;
 
 #[derive(Clone, sqlx::FromRow)]
@@ -77,18 +78,13 @@ pub async fn insert(
         .bind(new.client_key)
         .execute(&mut *tx)
         .await?;
-        super::audit::insert(
-            &mut *tx,
-            new.client_key,
-            new.created_by,
-            "access_token.create",
-            Some(&id),
-            new.note,
-            Some(details),
-            now,
-        )
-        .await?;
-        let row = sqlx::query_as::<_, AccessTokenRow>("SELECT * FROM access_tokens WHERE id = $1")
+        Entry::new(new.created_by, "access_token.create", &id)
+            .tenant(new.client_key)
+            .reason(new.note)
+            .details(details)
+            .write(&mut *tx, now)
+            .await?;
+        let row = sqlx::query_as::<_, AccessTokenRow>(BY_ID)
             .bind(&id)
             .fetch_one(&mut *tx)
             .await?;
@@ -97,8 +93,11 @@ pub async fn insert(
     })
 }
 
+/// One token by its id.
+const BY_ID: &str = "SELECT * FROM access_tokens WHERE id = $1";
+
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AccessTokenRow>> {
-    super::row_by_key::<AccessTokenRow>(db, "SELECT * FROM access_tokens WHERE id = $1", id).await
+    super::row_by_key::<AccessTokenRow>(db, BY_ID, id).await
 }
 
 /// Finds a token by the hash of what the caller presented (an indexed equality lookup on a
@@ -169,17 +168,12 @@ pub async fn claim(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        super::audit::insert(
-            &mut *tx,
-            Some(client_key),
-            actor,
-            "access_token.redeem",
-            Some(id),
-            note.as_deref(),
-            Some(serde_json::json!({"grant_id": grant_id, "ends_at": expires_at})),
-            now,
-        )
-        .await?;
+        Entry::new(actor, "access_token.redeem", id)
+            .tenant(Some(client_key))
+            .reason(note.as_deref())
+            .details(serde_json::json!({"grant_id": grant_id, "ends_at": expires_at}))
+            .write(&mut *tx, now)
+            .await?;
         let grant = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
             .bind(&grant_id)
             .fetch_one(&mut *tx)
@@ -200,50 +194,20 @@ pub async fn revoke(
 ) -> sqlx::Result<Option<(AccessTokenRow, Option<GrantRow>)>> {
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE access_tokens SET revoked_at = $2, revoked_by = $3, changed_at = $2
-             WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(actor)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let Some(token) =
-            sqlx::query_as::<_, AccessTokenRow>("SELECT * FROM access_tokens WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
+        let changed = Revoke::AccessToken.mark(&mut *tx, id, actor, now).await?;
+        let Some(token) = row_by_key_in::<AccessTokenRow, _>(&mut *tx, BY_ID, id).await? else {
             return Ok(None);
         };
-        sqlx::query(
-            "UPDATE grants SET revoked_at = $2, revoked_by = $3, changed_at = $2
-             WHERE access_token_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(actor)
-        .execute(&mut *tx)
-        .await?;
-        let grant =
-            sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE access_token_id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        Revoke::GrantOfToken.mark(&mut *tx, id, actor, now).await?;
+        let of_token = "SELECT * FROM grants WHERE access_token_id = $1";
+        let grant = row_by_key_in::<GrantRow, _>(&mut *tx, of_token, id).await?;
         if changed > 0 {
-            super::audit::insert(
-                &mut *tx,
-                token.redeemed_by.as_deref().or(token.client_key.as_deref()),
-                actor,
-                "access_token.revoke",
-                Some(id),
-                None,
-                Some(serde_json::json!({"grant_id": grant.as_ref().map(|g| &g.id)})),
-                now,
-            )
-            .await?;
+            let site = token.redeemed_by.as_deref().or(token.client_key.as_deref());
+            Entry::new(actor, "access_token.revoke", id)
+                .tenant(site)
+                .details(serde_json::json!({"grant_id": grant.as_ref().map(|g| &g.id)}))
+                .write(&mut *tx, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(Some((token, grant)))

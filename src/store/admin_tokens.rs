@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, WritePool};
+use super::audit::Entry;
+use super::{Db, WritePool, row_by_key_in};
 
 /// An admin token without its hash (nothing secret).
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -45,17 +46,10 @@ pub async fn create(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        super::audit::insert(
-            &mut *tx,
-            None,
-            actor,
-            "admin_token.create",
-            Some(&row.id),
-            None,
-            Some(serde_json::json!({"name": row.name})),
-            now,
-        )
-        .await?;
+        Entry::new(actor, "admin_token.create", &row.id)
+            .details(serde_json::json!({"name": row.name}))
+            .write(&mut *tx, now)
+            .await?;
         tx.commit().await
     })?;
     Ok(row)
@@ -73,12 +67,12 @@ pub async fn list(db: &Db) -> sqlx::Result<Vec<AdminTokenRow>> {
 
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AdminTokenRow>> {
     let sql = format!("SELECT {COLUMNS} FROM admin_tokens WHERE id = $1");
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, AdminTokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(id)
-            .fetch_optional(p)
-            .await
-    })
+    crate::on_db!(db, |p| row_by_key_in(
+        p,
+        sqlx::AssertSqlSafe(sql.as_str()),
+        id
+    )
+    .await)
 }
 
 /// Revokes a token, with its audit entry, in one transaction; `None` when there is no such id.
@@ -100,25 +94,15 @@ pub async fn revoke(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let Some(row) = sqlx::query_as::<_, AdminTokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let by_id = sqlx::AssertSqlSafe(sql.as_str());
+        let Some(row) = row_by_key_in::<AdminTokenRow, _>(&mut *tx, by_id, id).await? else {
             return Ok(None);
         };
         if changed > 0 {
-            super::audit::insert(
-                &mut *tx,
-                None,
-                actor,
-                "admin_token.revoke",
-                Some(&row.id),
-                None,
-                Some(serde_json::json!({"name": row.name})),
-                now,
-            )
-            .await?;
+            Entry::new(actor, "admin_token.revoke", &row.id)
+                .details(serde_json::json!({"name": row.name}))
+                .write(&mut *tx, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(Some(row))
@@ -130,10 +114,7 @@ pub async fn find_active(db: &Db, token_hash: &str) -> sqlx::Result<Option<Admin
     let sql =
         format!("SELECT {COLUMNS} FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL");
     crate::on_db!(db, |p| {
-        sqlx::query_as::<_, AdminTokenRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(token_hash)
-            .fetch_optional(p)
-            .await
+        row_by_key_in(p, sqlx::AssertSqlSafe(sql.as_str()), token_hash).await
     })
 }
 

@@ -449,12 +449,9 @@ pub async fn record_fit_license(
     crate::on_db!(db, |p| {
         sqlx::query(
             "UPDATE installations SET
-                 fit_license_active = $2,
-                 fit_license_evaluation = $3,
+                 fit_license_active = $2, fit_license_evaluation = $3, fit_license_type = $5,
                  fit_trial_end = $4,
-                 fit_license_type = $5,
-                 fit_entitlement_id = $6,
-                 fit_entitlement_number = $7,
+                 fit_entitlement_id = $6, fit_entitlement_number = $7,
                  fit_license_seen_at = $8,
                  entitlement_id = COALESCE($6, entitlement_id),
                  entitlement_number = COALESCE($7, entitlement_number),

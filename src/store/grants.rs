@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::audit::Entry;
 use super::installations::InstallationRow;
-use super::{Db, WritePool};
+use super::{Db, WritePool, row_by_key_in};
 use crate::domain::GrantKind;
 use crate::licensing::GrantFacts;
 
@@ -48,8 +49,11 @@ pub async fn for_client(db: &Db, client_key: &str) -> sqlx::Result<Vec<GrantRow>
     })
 }
 
+/// One grant by its id.
+const BY_ID: &str = "SELECT * FROM grants WHERE id = $1";
+
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<GrantRow>> {
-    super::row_by_key::<GrantRow>(db, "SELECT * FROM grants WHERE id = $1", id).await
+    super::row_by_key::<GrantRow>(db, BY_ID, id).await
 }
 
 /// Client keys with a grant whose end fell in `(after, until]`: their license view may have
@@ -221,17 +225,12 @@ async fn insert(
             .bind(None::<String>)
             .execute(&mut *tx)
             .await?;
-        super::audit::insert(
-            &mut *tx,
-            Some(g.client_key),
-            g.created_by,
-            action,
-            Some(&id),
-            g.reason,
-            Some(details),
-            now,
-        )
-        .await?;
+        Entry::new(g.created_by, action, &id)
+            .tenant(Some(g.client_key))
+            .reason(g.reason)
+            .details(details)
+            .write(&mut *tx, now)
+            .await?;
         let row = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
             .bind(&id)
             .fetch_one(&mut *tx)
@@ -253,48 +252,77 @@ pub async fn revoke(
 ) -> sqlx::Result<Option<GrantRow>> {
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE grants SET revoked_at = $2, revoked_by = $3, changed_at = $2
-             WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(actor)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let Some(row) = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let changed = Revoke::Grant.mark(&mut *tx, id, actor, now).await?;
+        let Some(row) = row_by_key_in::<GrantRow, _>(&mut *tx, BY_ID, id).await? else {
             return Ok(None);
         };
         if changed > 0 {
             if let Some(token_id) = &row.access_token_id {
-                sqlx::query(
-                    "UPDATE access_tokens SET revoked_at = $2, revoked_by = $3, changed_at = $2
-                     WHERE id = $1 AND revoked_at IS NULL",
-                )
-                .bind(token_id)
-                .bind(now)
-                .bind(actor)
-                .execute(&mut *tx)
-                .await?;
+                Revoke::AccessToken
+                    .mark(&mut *tx, token_id, actor, now)
+                    .await?;
             }
-            super::audit::insert(
-                &mut *tx,
-                Some(&row.client_key),
-                actor,
-                "grant.revoke",
-                Some(&row.id),
-                None,
-                Some(serde_json::json!({"kind": row.kind})),
-                now,
-            )
-            .await?;
+            Entry::new(actor, "grant.revoke", &row.id)
+                .tenant(Some(&row.client_key))
+                .details(serde_json::json!({"kind": row.kind}))
+                .write(&mut *tx, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(Some(row))
     })
+}
+
+/// The revocations of grants and access tokens: each marks the unrevoked rows it names with
+/// `revoked_at`, `revoked_by` and `changed_at` (so every instance drops the tenant from its cache).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Revoke {
+    /// The grant with this id.
+    Grant,
+    /// The grant a redeemed access token made, by the token's id.
+    GrantOfToken,
+    /// The access token with this id.
+    AccessToken,
+}
+
+impl Revoke {
+    /// Marks the rows inside the caller's transaction; how many it marked (0: no such row, or
+    /// revoked already).
+    pub(super) async fn mark<'c, E>(
+        self,
+        exec: E,
+        id: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<u64>
+    where
+        E: sqlx::Executor<'c>,
+        for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
+        for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+        for<'q> DateTime<Utc>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+        <E::Database as sqlx::Database>::QueryResult: super::RowsAffected,
+    {
+        use super::RowsAffected;
+        let sql = match self {
+            Revoke::Grant => {
+                "UPDATE grants SET revoked_at = $2, revoked_by = $3, changed_at = $2
+                 WHERE id = $1 AND revoked_at IS NULL"
+            }
+            Revoke::GrantOfToken => {
+                "UPDATE grants SET revoked_at = $2, revoked_by = $3, changed_at = $2
+                 WHERE access_token_id = $1 AND revoked_at IS NULL"
+            }
+            Revoke::AccessToken => {
+                "UPDATE access_tokens SET revoked_at = $2, revoked_by = $3, changed_at = $2
+                 WHERE id = $1 AND revoked_at IS NULL"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(id)
+            .bind(now)
+            .bind(actor)
+            .execute(exec)
+            .await?;
+        Ok(done.count())
+    }
 }

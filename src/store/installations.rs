@@ -204,6 +204,30 @@ impl From<Claim> for Option<Applied> {
     }
 }
 
+/// A verified lifecycle callback as the store records it: its token (so that a second
+/// presentation is recognised), the token's `iat` (so that an older token cannot undo a newer
+/// change), the payload kept in the history, and when it arrived.
+#[derive(Debug)]
+pub struct Callback<'a> {
+    pub token: &'a TokenUse,
+    pub iat: i64,
+    pub payload: &'a Value,
+    pub now: DateTime<Utc>,
+}
+
+/// `begin_fresh!(pool, callback)`: opens the write transaction of a lifecycle change and records
+/// the callback's token in it. A token seen before returns from the calling function with how it
+/// was seen ([`Applied::Retry`] or [`Applied::Replayed`]) and writes nothing else.
+macro_rules! begin_fresh {
+    ($pool:expr, $cb:expr) => {{
+        let mut tx = $pool.begin_write().await?;
+        if let Some(seen) = Option::<Applied>::from(claim!(tx, $cb.token, $cb.now)?) {
+            return Ok(seen);
+        }
+        tx
+    }};
+}
+
 pub async fn get(db: &Db, client_key: &str) -> sqlx::Result<Option<InstallationRow>> {
     super::row_by_key::<InstallationRow>(
         db,
@@ -350,22 +374,17 @@ ON CONFLICT (client_key) DO UPDATE SET
 pub async fn record_install(
     db: &Db,
     rec: &InstallRecord,
-    token: &TokenUse,
-    token_iat: i64,
-    payload: &Value,
-    now: DateTime<Utc>,
+    cb: &Callback<'_>,
 ) -> sqlx::Result<Applied> {
+    let now = cb.now;
     crate::on_db!(db, |p| {
-        let mut tx = p.begin_write().await?;
-        if let Some(seen) = Option::<Applied>::from(claim!(tx, token, now)?) {
-            return Ok(seen);
-        }
+        let mut tx = begin_fresh!(p, cb);
         let last: Option<Option<i64>> =
             sqlx::query_scalar("SELECT last_install_iat FROM installations WHERE client_key = $1")
                 .bind(&rec.client_key)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if matches!(last, Some(Some(last)) if token_iat < last) {
+        if matches!(last, Some(Some(last)) if cb.iat < last) {
             tx.commit().await?; // the token stays recorded
             return Ok(Applied::Stale);
         }
@@ -401,19 +420,12 @@ pub async fn record_install(
             .bind(&rec.entitlement_id)
             .bind(&rec.entitlement_number)
             .bind(now)
-            .bind(token_iat)
+            .bind(cb.iat)
             .bind(&rec.forge_installation_id)
             .execute(&mut *tx)
             .await?;
-        events::insert(
-            &mut *tx,
-            &rec.client_key,
-            "installed",
-            Some(token_iat),
-            payload,
-            now,
-        )
-        .await?;
+        let key = rec.client_key.as_str();
+        events::insert(&mut *tx, key, "installed", Some(cb.iat), cb.payload, now).await?;
         tx.commit().await?;
         Ok(Applied::Written)
     })
@@ -425,16 +437,14 @@ pub async fn record_install(
 /// `disabled` for an uninstalled tenant is recorded in the history but does not revive it.
 /// A signed token older than the last accepted install is stale and changes nothing; so is an
 /// `enabled`/`disabled` older than the last one applied (which would otherwise undo a newer
-/// change when it is replayed or arrives late). `token` is recorded as by [`record_install`].
+/// change when it is replayed or arrives late). The token is recorded as by [`record_install`].
 pub async fn record_transition(
     db: &Db,
     client_key: &str,
     event_type: &str,
-    token: &TokenUse,
-    token_iat: i64,
-    payload: &Value,
-    now: DateTime<Utc>,
+    cb: &Callback<'_>,
 ) -> sqlx::Result<Applied> {
+    let now = cb.now;
     let update = match event_type {
         "uninstalled" => {
             "UPDATE installations SET status = 'uninstalled', shared_secret = NULL,
@@ -454,10 +464,7 @@ pub async fn record_transition(
         other => return Err(sqlx::Error::Protocol(format!("not a transition: {other}"))),
     };
     crate::on_db!(db, |p| {
-        let mut tx = p.begin_write().await?;
-        if let Some(seen) = Option::<Applied>::from(claim!(tx, token, now)?) {
-            return Ok(seen);
-        }
+        let mut tx = begin_fresh!(p, cb);
         let last: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
             "SELECT last_install_iat, last_toggle_iat FROM installations WHERE client_key = $1",
         )
@@ -468,7 +475,7 @@ pub async fn record_transition(
             tx.commit().await?; // the token stays recorded
             return Ok(Applied::Unknown);
         };
-        let older_than = |last: Option<i64>| matches!(last, Some(last) if token_iat < last);
+        let older_than = |last: Option<i64>| matches!(last, Some(last) if cb.iat < last);
         let stale = match event_type {
             "uninstalled" => older_than(last_install),
             _ => older_than(last_toggle),
@@ -479,15 +486,15 @@ pub async fn record_transition(
         }
         let mut q = sqlx::query(update).bind(client_key).bind(now);
         if event_type != "uninstalled" {
-            q = q.bind(token_iat); // last_toggle_iat
+            q = q.bind(cb.iat); // last_toggle_iat
         }
         q.execute(&mut *tx).await?;
         events::insert(
             &mut *tx,
             client_key,
             event_type,
-            Some(token_iat),
-            payload,
+            Some(cb.iat),
+            cb.payload,
             now,
         )
         .await?;

@@ -61,12 +61,43 @@ where
         + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
 {
-    on_db!(db, |p| {
-        sqlx::query_as::<_, R>(sql)
-            .bind(key)
-            .fetch_optional(p)
-            .await
-    })
+    on_db!(db, |p| row_by_key_in(p, sql, key).await)
+}
+
+/// [`row_by_key`] on any executor: inside a write transaction, give it `&mut *tx`.
+pub(crate) async fn row_by_key_in<'c, R, E>(
+    exec: E,
+    sql: impl sqlx::SqlSafeStr,
+    key: &str,
+) -> sqlx::Result<Option<R>>
+where
+    E: sqlx::Executor<'c>,
+    R: Send + Unpin + for<'r> sqlx::FromRow<'r, <E::Database as sqlx::Database>::Row>,
+    for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
+    for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+{
+    sqlx::query_as::<_, R>(sql)
+        .bind(key)
+        .fetch_optional(exec)
+        .await
+}
+
+/// How many rows a statement changed, for code generic over the backend (each backend's query
+/// result has the count, but as an inherent method).
+pub(crate) trait RowsAffected {
+    fn count(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn count(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn count(&self) -> u64 {
+        self.rows_affected()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -131,7 +131,7 @@ pub enum AdminTokenCommand {
 /// The token a `revoke` acts on.
 #[derive(Debug, Args)]
 pub struct TokenId {
-    /// The token's id, as `list` shows it.
+    /// The token's id, as `admin-token list` or `access-token list` shows it.
     id: String,
 }
 

@@ -177,6 +177,29 @@ pub fn text(s: Option<&str>) -> Markup {
     }
 }
 
+/// A period, "start → end" (an unknown end as "—"); a single "—" when neither end is known.
+fn period(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Markup {
+    if start.is_none() && end.is_none() {
+        return time(None);
+    }
+    html! { (time(start)) " → " (time(end)) }
+}
+
+/// Values that belong together, e.g. a value and when it was seen, separated by " · "; a single
+/// "—" when none is known.
+fn joined<const N: usize>(parts: [Option<Markup>; N]) -> Markup {
+    let known: Vec<Markup> = parts.into_iter().flatten().collect();
+    if known.is_empty() {
+        return text(None);
+    }
+    html! {
+        @for (n, part) in known.into_iter().enumerate() {
+            @if n > 0 { " · " }
+            (part)
+        }
+    }
+}
+
 /// True for a URL a browser may follow: `http` or `https` with a host. `javascript:`,
 /// `data:` and the rest are not links.
 pub fn is_web_url(raw: &str) -> bool {
@@ -225,6 +248,15 @@ pub fn flavour(value: &str) -> Markup {
         span.flavour {
             @while let Some(p) = parts.next() { (p) @if parts.peek().is_some() { wbr; } }
         }
+    }
+}
+
+/// An e-mail address that may wrap before its `@` (and, when a column is narrower than a part,
+/// inside it), but is not cut mid-word while the table has room.
+pub fn email(address: &str) -> Markup {
+    match address.split_once('@') {
+        Some((local, domain)) => html! { (local) wbr; "@" (domain) },
+        None => html! { (address) },
     }
 }
 
@@ -496,7 +528,7 @@ fn installation_row(ctx: &Ctx, i: &views::Installation) -> Markup {
             td data-label="Company" { (text(c.and_then(|c| c.company.as_deref()))) }
             td data-label="Technical contact" {
                 (text(tc.and_then(|t| t.name.as_deref())))
-                @if let Some(e) = tc.and_then(|t| t.email.as_deref()) { div.sub { (e) } }
+                @if let Some(e) = tc.and_then(|t| t.email.as_deref()) { div.sub.email { (email(e)) } }
             }
             td data-label="Trial ends" { (date(l.effective_trial_end)) }
             td data-label="Installed" { (date(Some(i.installed_at))) }
@@ -623,13 +655,13 @@ pub fn installation(
                         @else { "no: no outside source (product licence endpoint, Marketplace, Forge) says active" }
                     } }))
                     (dl_row("Effective trial end", html! { span #effective-trial-end { (time(l.effective_trial_end)) } }))
-                    (dl_row("Marketplace trial", html! { (time(l.trial_start)) " → " (time(l.trial_end)) }))
+                    (dl_row("Marketplace trial", period(l.trial_start, l.trial_end)))
                     (dl_row("Licence type", text(l.license_type.as_deref())))
                     (dl_row("Evaluation", text(l.evaluation.map(|e| if e { "yes" } else { "no" }))))
                     (dl_row("Tier", html! { (text(l.tier.as_deref())) @if let Some(n) = l.user_count { " (" (n) " users)" } }))
-                    (dl_row("Maintenance", html! { (time(l.maintenance_start)) " → " (time(l.maintenance_end)) }))
+                    (dl_row("Maintenance", period(l.maintenance_start, l.maintenance_end)))
                     (dl_row("Marketplace status", text(l.marketplace_status.as_deref())))
-                    (dl_row("Last lic seen", html! { (text(l.lic_last_seen.as_deref())) " " (time(l.lic_seen_at)) }))
+                    (dl_row("Last lic seen", joined([l.lic_last_seen.as_deref().map(|v| html! { (v) }), l.lic_seen_at.map(|t| time(Some(t)))])))
                     (dl_row("Synced", time(l.synced_at)))
                 }
             }
@@ -654,7 +686,7 @@ pub fn installation(
                     (dl_row("Cloud id", text(i.cloud_id.as_deref())))
                     (dl_row("Installation id", text(i.installation_id.as_deref())))
                     (dl_row("SEN", text(i.service_entitlement_number.as_deref())))
-                    (dl_row("Entitlement", html! { (text(i.entitlement_id.as_deref())) " " (text(i.entitlement_number.as_deref())) }))
+                    (dl_row("Entitlement", joined([i.entitlement_id.as_deref(), i.entitlement_number.as_deref()].map(|v| v.filter(|v| !v.is_empty()).map(|v| html! { (v) })))))
                     (dl_row("Installed", time(Some(i.installed_at))))
                     (dl_row("Updated", time(Some(i.updated_at))))
                     (dl_row("Uninstalled", time(i.uninstalled_at)))
@@ -965,6 +997,42 @@ mod tests {
             "flavour=connect%2Cforge&corroborated=false"
         );
         assert!(ListForm::from_query("corroborated=true").filtered());
+    }
+
+    #[test]
+    fn emails_wrap_before_the_at_and_stay_text() {
+        assert_eq!(
+            email("ops@acme.example").into_string(),
+            "ops<wbr>@acme.example"
+        );
+        assert_eq!(
+            email("<i>x</i>@evil.example").into_string(),
+            "&lt;i&gt;x&lt;/i&gt;<wbr>@evil.example"
+        );
+        assert_eq!(email("no-at-sign").into_string(), "no-at-sign");
+    }
+
+    #[test]
+    fn an_unknown_period_or_pair_is_one_dash() {
+        let dash = "<span class=\"none\">—</span>";
+        assert_eq!(period(None, None).into_string(), dash);
+        let t = chrono::DateTime::parse_from_rfc3339("2026-12-13T13:38:00Z")
+            .unwrap()
+            .to_utc();
+        let half = period(Some(t), None).into_string();
+        assert!(
+            half.contains("2026-12-13 13:38 UTC") && half.ends_with(&format!(" → {dash}")),
+            "{half}"
+        );
+        assert_eq!(joined::<2>([None, None]).into_string(), dash);
+        assert_eq!(
+            joined([Some(html! { "active" }), None]).into_string(),
+            "active"
+        );
+        assert_eq!(
+            joined([Some(html! { "a" }), Some(html! { "b" })]).into_string(),
+            "a · b"
+        );
     }
 
     #[test]

@@ -222,6 +222,36 @@ async fn shoot(c: &Client, name: &str) {
     c.set_window_size(1280, 900).await.unwrap();
 }
 
+/// On a phone each table row is a card with the column's name on the left of every cell: the
+/// name must end before the cell's content starts (a wider-screen rule once overrode the
+/// cell's padding, and names and values were drawn over each other).
+async fn phone_cards_keep_labels_clear(c: &Client) {
+    c.set_window_size(390, 900).await.unwrap();
+    let overlaps = until("the phone layout", || async {
+        let found = c
+            .execute(
+                "const out = [];
+                 for (const td of document.querySelectorAll('table td[data-label]')) {
+                   const before = getComputedStyle(td, '::before');
+                   if (before.position !== 'absolute') { return null; }
+                   const labelEnd = parseFloat(before.left) + parseFloat(before.width);
+                   const contentStart = parseFloat(getComputedStyle(td).paddingLeft);
+                   if (contentStart < labelEnd) {
+                     out.push(td.dataset.label + ': content at ' + contentStart + 'px, name to ' + labelEnd + 'px');
+                   }
+                 }
+                 return out;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        serde_json::from_value::<Vec<String>>(found).ok()
+    })
+    .await;
+    assert!(overlaps.is_empty(), "{overlaps:?}");
+    c.set_window_size(1280, 900).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vendor_works_through_the_dashboard_in_chromium() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -338,6 +368,7 @@ async fn monday_morning(backend: Backend, c: &Client) {
             .contains("&lt;script&gt;alert(1)&lt;/script&gt;")
     );
     shoot(c, "installations").await;
+    phone_cards_keep_labels_clear(c).await;
     click(c, "form.filters summary").await;
     click(c, "input[name=license][value=trial]").await;
     click(c, "form.filters .actions button[type=submit]").await;
@@ -487,6 +518,7 @@ async fn monday_morning(backend: Backend, c: &Client) {
     })
     .await;
     shoot(c, "access-tokens").await;
+    phone_cards_keep_labels_clear(c).await;
     click(c, "header.top nav a[href$='/marketplace']").await;
     wait_path(c, "/admin/ui/marketplace").await;
     shoot(c, "marketplace").await;

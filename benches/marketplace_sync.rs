@@ -17,7 +17,7 @@ use std::time::Instant;
 use connect_keeper::config::Config;
 use connect_keeper::marketplace;
 use connect_keeper::state::AppState;
-use connect_keeper::store::installations::{self, InstallRecord};
+use connect_keeper::store::installations::{self, InstallRecord, Site};
 use serde_json::json;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -198,16 +198,14 @@ async fn main() -> anyhow::Result<()> {
     for j in 0..a.installations {
         let rec = InstallRecord {
             client_key: format!("client-{j}"),
-            app_key: state.app_key.clone(),
-            base_url: format!("https://site-{j}.example.test"),
-            base_host: format!("site-{j}.example.test"),
-            display_url: None,
-            product_type: "jira".into(),
-            description: None,
+            site: Site {
+                app_key: state.app_key.clone(),
+                base_url: format!("https://site-{j}.example.test"),
+                base_host: format!("site-{j}.example.test"),
+                product_type: "jira".into(),
+                ..Site::default()
+            },
             shared_secret: format!("secret-{j}"),
-            server_version: None,
-            plugins_version: None,
-            oauth_client_id: None,
             installation_id: None,
             forge_installation_id: None,
             service_entitlement_number: Some(format!("SEN-{}", 30_000_000 + j)),

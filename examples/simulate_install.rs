@@ -42,44 +42,24 @@ const PRIVATE_PEM: &str = include_str!("../tests/fixtures/rsa_private.pem");
 const KID: &str = "simulate-install-1";
 const CLOUD_ID: &str = "0c3130ff-8e2b-4d4f-b1a9-6b6f4d2c8e10";
 
+/// Plays an Atlassian site installing the app (see the top of this file).
+#[derive(clap::Parser)]
 struct Options {
+    /// The connect-keeper server.
+    #[arg(long, value_name = "URL", default_value = "http://localhost:8080")]
     server: String,
+    /// Where this example listens, as the key server and as the site.
+    #[arg(long, value_name = "N", default_value_t = 8089)]
     port: u16,
+    /// The site's clientKey.
+    #[arg(long, value_name = "K", default_value = "quickstart-site")]
     client_key: String,
+    /// The product the site runs.
+    #[arg(long, value_parser = ["jira", "confluence"], default_value = "jira")]
     product: String,
+    /// What the product's licence endpoint says of the app.
+    #[arg(long, value_parser = ["trial", "active", "none"], default_value = "trial")]
     license: String,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        server: "http://localhost:8080".into(),
-        port: 8089,
-        client_key: "quickstart-site".into(),
-        product: "jira".into(),
-        license: "trial".into(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--server" => o.server = value()?.trim_end_matches('/').to_owned(),
-            "--port" => o.port = value()?.parse().context("--port: expected a port number")?,
-            "--client-key" => o.client_key = value()?,
-            "--product" => o.product = value()?,
-            "--license" => o.license = value()?,
-            other => bail!(
-                "unknown option {other:?}; options: --server URL --port N --client-key K \
-                 --product jira|confluence --license trial|active|none"
-            ),
-        }
-    }
-    if !matches!(o.product.as_str(), "jira" | "confluence") {
-        bail!("--product: expected jira or confluence");
-    }
-    if !matches!(o.license.as_str(), "trial" | "active" | "none") {
-        bail!("--license: expected trial, active or none");
-    }
-    Ok(o)
 }
 
 /// What the fake site saw of the server's background reads.
@@ -100,7 +80,8 @@ struct Site {
 async fn main() -> anyhow::Result<()> {
     // reqwest is built without a bundled TLS provider (as in the server).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let o = options()?;
+    let mut o = <Options as clap::Parser>::parse();
+    o.server = o.server.trim_end_matches('/').to_owned();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

@@ -85,8 +85,8 @@ pub async fn check(state: &AppState, mut row: InstallationRow) {
         return;
     };
     let (license, cloud) = tokio::join!(
-        read_license(state, &row.base_url, secret),
-        read_cloud_id(state, &row.base_url),
+        read_license(state, &row.site.base_url, secret),
+        read_cloud_id(state, &row.site.base_url),
     );
     let metrics = &state.metrics.host_license_checks;
     let mut errors = Vec::new();

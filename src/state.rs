@@ -119,20 +119,27 @@ async fn warn_about_secrets(config: &Config, db: &Db) {
         );
         return;
     }
-    match crate::store::installations::count_plain_secrets(db).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            rows = n,
-            "shared secrets stored unencrypted: they are encrypted on the next install, or now by `connect-keeper secrets rotate`"
+    use crate::store::installations::{SecretColumn, count_plain};
+    let columns = [
+        (
+            SecretColumn::SharedSecret,
+            "shared secrets",
+            "on the next install",
         ),
-        Err(e) => tracing::warn!(error = %e, "counting unencrypted shared secrets failed"),
-    }
-    match crate::store::forge_license::count_plain_tokens(db).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            rows = n,
-            "Forge app system tokens stored unencrypted: they are encrypted when Forge sends the next one, or now by `connect-keeper secrets rotate`"
+        (
+            SecretColumn::ForgeSystemToken,
+            "Forge app system tokens",
+            "when Forge sends the next one",
         ),
-        Err(e) => tracing::warn!(error = %e, "counting unencrypted Forge system tokens failed"),
+    ];
+    for (column, what, when) in columns {
+        match count_plain(db, column).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                rows = n,
+                "{what} stored unencrypted: they are encrypted {when}, or now by `connect-keeper secrets rotate`"
+            ),
+            Err(e) => tracing::warn!(error = %e, "counting unencrypted {what} failed"),
+        }
     }
 }

@@ -175,9 +175,9 @@ impl TenantSnapshot {
             fit_license,
             status: Status::parse(&row.status),
             client_key: row.client_key,
-            base_url: row.base_url,
-            display_url: row.display_url,
-            product_type: row.product_type,
+            base_url: row.site.base_url,
+            display_url: row.site.display_url,
+            product_type: row.site.product_type,
             shared_secret: row.shared_secret,
         };
         TenantSnapshot::new(record, &observations, grants)

@@ -19,7 +19,7 @@ use crate::connect::qsh;
 use crate::domain::{LifecycleEvent, host_of};
 use crate::registry::{Error, grants};
 use crate::state::AppState;
-use crate::store::installations::{self, Applied, InstallRecord};
+use crate::store::installations::{self, Applied, InstallRecord, Site};
 use crate::store::lifecycle_tokens::TokenUse;
 
 /// What a verified callback did.
@@ -341,17 +341,19 @@ impl Payload {
         let base_url = self.str("baseUrl").unwrap_or_default();
         Ok(InstallRecord {
             client_key: self.client_key.clone(),
-            app_key: self.str("key").unwrap_or_default(),
-            base_host: host_of(&base_url)
-                .ok_or_else(|| Error::invalid("baseUrl", "has no host"))?,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            display_url: self.str("displayUrl"),
-            product_type: self.str("productType").unwrap_or_default(),
-            description: self.str("description"),
+            site: Site {
+                app_key: self.str("key").unwrap_or_default(),
+                base_host: host_of(&base_url)
+                    .ok_or_else(|| Error::invalid("baseUrl", "has no host"))?,
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                display_url: self.str("displayUrl"),
+                product_type: self.str("productType").unwrap_or_default(),
+                description: self.str("description"),
+                server_version: self.str("serverVersion"),
+                plugins_version: self.str("pluginsVersion"),
+                oauth_client_id: self.str("oauthClientId"),
+            },
             shared_secret: self.str("sharedSecret").unwrap_or_default(),
-            server_version: self.str("serverVersion"),
-            plugins_version: self.str("pluginsVersion"),
-            oauth_client_id: self.str("oauthClientId"),
             forge_installation_id: self
                 .str("installationId")
                 .as_deref()

@@ -158,15 +158,3 @@ pub async fn replace_token_or_drop(
         Ok(done.rows_affected() > 0)
     })
 }
-
-/// Stored tokens not yet encrypted (written while `SECRETS_KEY` was unset).
-pub async fn count_plain_tokens(db: &Db) -> sqlx::Result<i64> {
-    crate::on_db!(db, |p| {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM installations
-             WHERE forge_system_token IS NOT NULL AND forge_system_token NOT LIKE 'ck1:%'",
-        )
-        .fetch_one(p)
-        .await
-    })
-}

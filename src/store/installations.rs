@@ -12,16 +12,9 @@ use super::{Db, WritePool, events};
 #[derive(Clone, sqlx::FromRow)]
 pub struct InstallationRow {
     pub client_key: String,
-    pub app_key: String,
-    pub base_url: String,
-    pub base_host: String,
-    pub display_url: Option<String>,
-    pub product_type: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub site: Site,
     pub shared_secret: Option<String>,
-    pub server_version: Option<String>,
-    pub plugins_version: Option<String>,
-    pub oauth_client_id: Option<String>,
     pub installation_id: Option<String>,
     pub service_entitlement_number: Option<String>,
     pub entitlement_id: Option<String>,
@@ -105,7 +98,7 @@ impl std::fmt::Debug for InstallationRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstallationRow")
             .field("client_key", &self.client_key)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.site.base_url)
             .field("status", &self.status)
             .field("shared_secret", &self.shared_secret.as_ref().map(|_| "***"))
             .field("flavour", &self.flavour)
@@ -156,20 +149,29 @@ impl InstallationRow {
     }
 }
 
-/// The fields a verified `installed` callback writes.
-#[derive(Clone)]
-pub struct InstallRecord {
-    pub client_key: String,
+/// What an `installed` callback says of the site and of the app on it; every install writes it
+/// again. A Forge-only installation has the site's URL and product from its FIT, and an empty
+/// app key.
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
+pub struct Site {
     pub app_key: String,
     pub base_url: String,
+    /// `base_url`'s host, lower case: what search and the frame policy match.
     pub base_host: String,
     pub display_url: Option<String>,
     pub product_type: String,
     pub description: Option<String>,
-    pub shared_secret: String,
     pub server_version: Option<String>,
     pub plugins_version: Option<String>,
     pub oauth_client_id: Option<String>,
+}
+
+/// The fields a verified `installed` callback writes.
+#[derive(Clone)]
+pub struct InstallRecord {
+    pub client_key: String,
+    pub site: Site,
+    pub shared_secret: String,
     pub installation_id: Option<String>,
     /// `installation_id` parsed: the lower-case bare uuid of the Forge installation.
     pub forge_installation_id: Option<String>,
@@ -405,16 +407,16 @@ pub async fn record_install(
         }
         sqlx::query(UPSERT_INSTALL)
             .bind(&rec.client_key)
-            .bind(&rec.app_key)
-            .bind(&rec.base_url)
-            .bind(&rec.base_host)
-            .bind(&rec.display_url)
-            .bind(&rec.product_type)
-            .bind(&rec.description)
+            .bind(&rec.site.app_key)
+            .bind(&rec.site.base_url)
+            .bind(&rec.site.base_host)
+            .bind(&rec.site.display_url)
+            .bind(&rec.site.product_type)
+            .bind(&rec.site.description)
             .bind(&rec.shared_secret)
-            .bind(&rec.server_version)
-            .bind(&rec.plugins_version)
-            .bind(&rec.oauth_client_id)
+            .bind(&rec.site.server_version)
+            .bind(&rec.site.plugins_version)
+            .bind(&rec.site.oauth_client_id)
             .bind(&rec.installation_id)
             .bind(&rec.service_entitlement_number)
             .bind(&rec.entitlement_id)
@@ -541,16 +543,27 @@ pub async fn replace_secret(db: &Db, client_key: &str, old: &str, new: &str) -> 
     })
 }
 
-/// How many stored shared secrets are not encrypted (start-up warning when a key is set).
-pub async fn count_plain_secrets(db: &Db) -> sqlx::Result<i64> {
-    crate::on_db!(db, |p| {
-        sqlx::query_scalar::<_, i64>(
+/// The columns of `installations` that hold a secret, encrypted when `SECRETS_KEY` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretColumn {
+    SharedSecret,
+    ForgeSystemToken,
+}
+
+/// How many stored values of `column` are not encrypted (written while `SECRETS_KEY` was
+/// unset): the start-up warning.
+pub async fn count_plain(db: &Db, column: SecretColumn) -> sqlx::Result<i64> {
+    let sql = match column {
+        SecretColumn::SharedSecret => {
             "SELECT COUNT(*) FROM installations
-             WHERE shared_secret IS NOT NULL AND shared_secret NOT LIKE 'ck1:%'",
-        )
-        .fetch_one(p)
-        .await
-    })
+             WHERE shared_secret IS NOT NULL AND shared_secret NOT LIKE 'ck1:%'"
+        }
+        SecretColumn::ForgeSystemToken => {
+            "SELECT COUNT(*) FROM installations
+             WHERE forge_system_token IS NOT NULL AND forge_system_token NOT LIKE 'ck1:%'"
+        }
+    };
+    crate::on_db!(db, |p| sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)
 }
 
 /// Client keys whose decision-relevant data changed at or after `since` (cache refresh).
@@ -612,16 +625,14 @@ pub(crate) mod tests_support {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         InstallationRow {
             client_key: client_key.into(),
-            app_key: "app".into(),
-            base_url: "https://example.atlassian.net".into(),
-            base_host: "example.atlassian.net".into(),
-            display_url: None,
-            product_type: "jira".into(),
-            description: None,
+            site: super::Site {
+                app_key: "app".into(),
+                base_url: "https://example.atlassian.net".into(),
+                base_host: "example.atlassian.net".into(),
+                product_type: "jira".into(),
+                ..Default::default()
+            },
             shared_secret: Some("secret".into()),
-            server_version: None,
-            plugins_version: None,
-            oauth_client_id: None,
             installation_id: None,
             service_entitlement_number: None,
             entitlement_id: None,

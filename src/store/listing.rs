@@ -54,7 +54,7 @@ impl Sort {
                 Some(t) => KeyValue::Time(t),
                 None => KeyValue::Null,
             },
-            Sort::BaseUrl => KeyValue::Text(row.base_url.clone()),
+            Sort::BaseUrl => KeyValue::Text(row.site.base_url.clone()),
         };
         After {
             value,

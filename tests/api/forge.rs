@@ -164,9 +164,9 @@ both_backends! {
         assert_eq!(row.status, "installed");
         assert_eq!(row.forge_installation_id.as_deref(), Some(INSTALLATION_UUID));
         assert_eq!(row.cloud_id.as_deref(), Some(CLOUD_ID));
-        assert_eq!(row.product_type, "jira");
-        assert_eq!(row.app_key, APP_KEY);
-        assert_eq!(row.base_url, "https://acme.atlassian.net");
+        assert_eq!(row.site.product_type, "jira");
+        assert_eq!(row.site.app_key, APP_KEY);
+        assert_eq!(row.site.base_url, "https://acme.atlassian.net");
         assert_eq!(row.forge_environment_type.as_deref(), Some("PRODUCTION"));
         assert_eq!(row.forge_environment_id.as_deref(), Some(testing::ENVIRONMENT_ID));
         let events = app.events(&internal_key(INSTALLATION_UUID)).await;

@@ -10,7 +10,7 @@ async fn fingerprint(app: &TestApp, client_key: &str) -> String {
     let row = app.installation(client_key).await.map(|r| {
         format!(
             "{}|{}|{:?}|{}|{:?}",
-            r.status, r.base_url, r.shared_secret, r.updated_at, r.last_install_iat
+            r.status, r.site.base_url, r.shared_secret, r.updated_at, r.last_install_iat
         )
     });
     format!("{row:?} events={}", app.events(client_key).await.len())
@@ -23,10 +23,10 @@ both_backends! {
         let row = app.installation("ck-1").await.expect("tenant stored");
         assert_eq!(row.status, "installed");
         assert_eq!(row.shared_secret.as_deref(), Some("s3cret-one"));
-        assert_eq!(row.base_url, app.product.uri());
-        assert_eq!(row.base_host, "127.0.0.1");
+        assert_eq!(row.site.base_url, app.product.uri());
+        assert_eq!(row.site.base_host, "127.0.0.1");
         assert_eq!(row.entitlement_number.as_deref(), Some("E-3XJ-WYD-KA7-HBJ"));
-        assert_eq!(row.product_type, "jira");
+        assert_eq!(row.site.product_type, "jira");
         let events = app.events("ck-1").await;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, "installed");
@@ -155,7 +155,7 @@ both_backends! {
         app.install_payload(&body).await;
         let row = app.installation("ck").await.unwrap();
         assert_eq!(row.shared_secret.as_deref(), Some("second"));
-        assert_eq!(row.base_url, "http://localhost:9/renamed");
+        assert_eq!(row.site.base_url, "http://localhost:9/renamed");
         assert_eq!(row.installed_at, first.installed_at, "a reinstall keeps the first install time");
         assert_eq!(app.events("ck").await.len(), 2);
     }

@@ -26,6 +26,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use crate::store::installations::SecretColumn;
+
 /// The prefix of an encrypted value, with the format's version.
 const PREFIX: &str = "ck1:";
 const NONCE_LEN: usize = 24;
@@ -264,10 +266,10 @@ pub struct RotateSummary {
     pub undecryptable: u64,
 }
 
-/// Re-encrypts every stored shared secret under the keyring's first key, in batches of
-/// `batch` rows, online: each row is replaced only if it still holds the value that was read
-/// (compare-and-set), so a concurrent install is never overwritten. The plain value does not
-/// change, so caches of running instances stay valid.
+/// Re-encrypts every stored secret (shared secrets, Forge system tokens) under the keyring's
+/// first key, in batches of `batch` rows, online: each row is replaced only if it still holds
+/// the value that was read (compare-and-set), so a concurrent install is never overwritten. The
+/// plain value does not change, so caches of running instances stay valid.
 pub async fn rotate(
     db: &crate::store::Db,
     keyring: &Keyring,
@@ -278,69 +280,49 @@ pub async fn rotate(
         "SECRETS_KEY is unset: there is no key to encrypt with"
     );
     let mut summary = RotateSummary::default();
-    let mut after = String::new();
-    loop {
-        let rows = crate::store::installations::secrets_page(db, &after, batch).await?;
-        let Some((last, _)) = rows.last() else { break };
-        after = last.clone();
-        for (client_key, stored) in &rows {
-            summary.scanned += 1;
-            if !keyring.needs_rewrite(stored) {
-                continue;
-            }
-            let plain = match keyring.open(Field::SHARED_SECRET, client_key, stored) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(client_key = ?client_key, error = %e, "cannot re-encrypt a shared secret");
-                    summary.undecryptable += 1;
-                    continue;
-                }
-            };
-            let sealed = keyring.seal(Field::SHARED_SECRET, client_key, &plain);
-            if crate::store::installations::replace_secret(db, client_key, stored, &sealed).await? {
-                summary.rewritten += 1;
-            } else {
-                summary.skipped_concurrent += 1;
-            }
-        }
-        if rows.len() < batch {
-            break;
-        }
+    for column in SecretColumn::ALL {
+        rotate_column(db, keyring, column, batch, &mut summary).await?;
     }
-    rotate_forge_tokens(db, keyring, batch, &mut summary).await?;
     Ok(summary)
 }
 
-/// The Forge app system tokens, the same way: sealed under the installation id.
-async fn rotate_forge_tokens(
+/// The sealed field of a secret column (its name is in the associated data).
+fn field_of(column: SecretColumn) -> Field {
+    match column {
+        SecretColumn::SharedSecret => Field::SHARED_SECRET,
+        SecretColumn::ForgeSystemToken => Field::FORGE_SYSTEM_TOKEN,
+    }
+}
+
+async fn rotate_column(
     db: &crate::store::Db,
     keyring: &Keyring,
+    column: SecretColumn,
     batch: usize,
     summary: &mut RotateSummary,
 ) -> anyhow::Result<()> {
-    use crate::store::forge_license::{replace_token, tokens_page};
+    use crate::store::installations::{replace_secret, secrets_page};
+    let field = field_of(column);
     let mut after = String::new();
     loop {
-        let rows = tokens_page(db, &after, batch).await?;
-        let Some((last, _, _)) = rows.last() else {
-            break;
-        };
-        after = last.clone();
-        for (client_key, installation, stored) in &rows {
+        let rows = secrets_page(db, column, &after, batch).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.client_key.clone();
+        for row in &rows {
             summary.scanned += 1;
-            if !keyring.needs_rewrite(stored) {
+            if !keyring.needs_rewrite(&row.stored) {
                 continue;
             }
-            let plain = match keyring.open(Field::FORGE_SYSTEM_TOKEN, installation, stored) {
+            let plain = match keyring.open(field, &row.row_key, &row.stored) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(client_key = ?client_key, error = %e, "cannot re-encrypt a Forge system token");
+                    tracing::error!(client_key = ?row.client_key, error = %e, "cannot re-encrypt a {}", column.what());
                     summary.undecryptable += 1;
                     continue;
                 }
             };
-            let sealed = keyring.seal(Field::FORGE_SYSTEM_TOKEN, installation, &plain);
-            if replace_token(db, client_key, stored, &sealed).await? {
+            let sealed = keyring.seal(field, &row.row_key, &plain);
+            if replace_secret(db, column, &row.client_key, &row.stored, &sealed).await? {
                 summary.rewritten += 1;
             } else {
                 summary.skipped_concurrent += 1;

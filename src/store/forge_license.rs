@@ -110,27 +110,6 @@ pub async fn record(db: &Db, client_key: &str, rec: &Record<ApiLicense>) -> sqlx
     })
 }
 
-/// One page of stored system tokens, by client key after `after` ("" for the first page):
-/// the batches of `secrets rotate`. `(client_key, forge_installation_id, stored token)`.
-pub async fn tokens_page(
-    db: &Db,
-    after: &str,
-    limit: usize,
-) -> sqlx::Result<Vec<(String, String, String)>> {
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, (String, String, String)>(
-            "SELECT client_key, forge_installation_id, forge_system_token FROM installations
-             WHERE client_key > $1 AND forge_system_token IS NOT NULL
-               AND forge_installation_id IS NOT NULL
-             ORDER BY client_key LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(p)
-        .await
-    })
-}
-
 /// Replaces a token only if it is still `old` (a newer token written meanwhile wins).
 pub async fn replace_token(db: &Db, client_key: &str, old: &str, new: &str) -> sqlx::Result<bool> {
     replace_token_or_drop(db, client_key, old, Some(new)).await

@@ -505,30 +505,80 @@ pub async fn record_transition(
     })
 }
 
-/// One page of stored shared secrets, `(client_key, stored value)`, by client key after
-/// `after` ("" for the first page): the batches of `secrets rotate`.
+/// The columns of `installations` that hold a secret, encrypted when `SECRETS_KEY` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretColumn {
+    SharedSecret,
+    ForgeSystemToken,
+}
+
+impl SecretColumn {
+    pub const ALL: [SecretColumn; 2] = [SecretColumn::SharedSecret, SecretColumn::ForgeSystemToken];
+
+    /// What a value of the column is, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            SecretColumn::SharedSecret => "shared secret",
+            SecretColumn::ForgeSystemToken => "Forge system token",
+        }
+    }
+}
+
+/// One stored secret, as `secrets rotate` reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct StoredSecret {
+    pub client_key: String,
+    /// The key the value is sealed under: the client key, or a system token's Forge
+    /// installation id (which stays with the token when the row's client key changes).
+    pub row_key: String,
+    pub stored: String,
+}
+
+/// One page of stored values of `column`, by client key after `after` ("" for the first
+/// page): the batches of `secrets rotate`.
 pub async fn secrets_page(
     db: &Db,
+    column: SecretColumn,
     after: &str,
     limit: usize,
-) -> sqlx::Result<Vec<(String, String)>> {
-    crate::on_db!(db, |p| {
-        sqlx::query_as::<_, (String, String)>(
-            "SELECT client_key, shared_secret FROM installations
+) -> sqlx::Result<Vec<StoredSecret>> {
+    let sql = match column {
+        SecretColumn::SharedSecret => {
+            "SELECT client_key, client_key AS row_key, shared_secret AS stored FROM installations
              WHERE shared_secret IS NOT NULL AND client_key > $1
-             ORDER BY client_key LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(p)
-        .await
+             ORDER BY client_key LIMIT $2"
+        }
+        SecretColumn::ForgeSystemToken => {
+            "SELECT client_key, forge_installation_id AS row_key, forge_system_token AS stored
+             FROM installations
+             WHERE client_key > $1 AND forge_system_token IS NOT NULL
+               AND forge_installation_id IS NOT NULL
+             ORDER BY client_key LIMIT $2"
+        }
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    crate::on_db!(db, |p| {
+        sqlx::query_as::<_, StoredSecret>(sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await
     })
 }
 
-/// Replaces a stored shared secret only if it still is `old` (a compare-and-set, so a
-/// rotation never overwrites a secret that an install wrote meanwhile). `changed_at` is not
-/// bumped: the plain secret is the same, so no cache needs reloading. True when replaced.
-pub async fn replace_secret(db: &Db, client_key: &str, old: &str, new: &str) -> sqlx::Result<bool> {
+/// Replaces a stored value of `column` only if it still is `old` (a compare-and-set, so a
+/// rotation never overwrites a value that an install or Forge wrote meanwhile). `changed_at`
+/// is not bumped: the plain value is the same, so no cache needs reloading. True when replaced.
+pub async fn replace_secret(
+    db: &Db,
+    column: SecretColumn,
+    client_key: &str,
+    old: &str,
+    new: &str,
+) -> sqlx::Result<bool> {
+    if column == SecretColumn::ForgeSystemToken {
+        return super::forge_license::replace_token(db, client_key, old, new).await;
+    }
     crate::on_db!(db, |p| {
         sqlx::query(
             "UPDATE installations SET shared_secret = $3
@@ -541,13 +591,6 @@ pub async fn replace_secret(db: &Db, client_key: &str, old: &str, new: &str) -> 
         .await
         .map(|r| r.rows_affected() == 1)
     })
-}
-
-/// The columns of `installations` that hold a secret, encrypted when `SECRETS_KEY` is set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SecretColumn {
-    SharedSecret,
-    ForgeSystemToken,
 }
 
 /// How many stored values of `column` are not encrypted (written while `SECRETS_KEY` was

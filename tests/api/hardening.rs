@@ -86,6 +86,7 @@ both_backends! {
         app.install("ck-victim", "victim-secret").await;
         connect_keeper::store::installations::replace_secret(
             &app.state.db,
+            connect_keeper::store::installations::SecretColumn::SharedSecret,
             "ck-victim",
             &stored_secret(&app, "ck-victim").await,
             &sealed,

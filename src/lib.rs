@@ -72,6 +72,7 @@ pub mod error;
 pub mod forge;
 pub mod forge_license;
 pub mod guard;
+pub(crate) mod handoff;
 pub(crate) mod host_license;
 pub(crate) mod http_client;
 pub(crate) mod license_reader;

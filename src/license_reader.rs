@@ -17,12 +17,13 @@
 //! Nothing here ever holds up a request, and a failed read is only logged, counted and retried.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::handoff::Handoff;
 use crate::state::AppState;
 use crate::store::license_reads::{self as reads, Claim, ClaimedRow, Record, Schedule};
 
@@ -60,29 +61,13 @@ pub(crate) trait Source: Send + Sync + 'static {
 
 /// The request side of a reader: `installed(client_key)` asks for a read at once. Cheap and
 /// never blocks.
-pub struct Trigger {
-    tx: mpsc::Sender<String>,
-    rx: Mutex<Option<mpsc::Receiver<String>>>,
-}
-
-impl Default for Trigger {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[derive(Default)]
+pub struct Trigger(Handoff<String, QUEUE>);
 
 impl Trigger {
-    pub fn new() -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        Trigger {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-
     /// Asks for an immediate read of this installation's licence.
     pub fn installed(&self, client_key: &str) {
-        if self.tx.try_send(client_key.to_owned()).is_err() {
+        if !self.0.send(client_key.to_owned()) {
             tracing::warn!(
                 client_key,
                 "host license queue full; the periodic poll will read it"
@@ -91,7 +76,7 @@ impl Trigger {
     }
 
     fn take_receiver(&self) -> Option<mpsc::Receiver<String>> {
-        self.rx.lock().ok()?.take()
+        self.0.take_receiver()
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::domain::{Flavour, Status};
 use crate::forge::fit::FitLicense;
 use crate::forge::ids::InstallationId;
+use crate::handoff::Handoff;
 use crate::licensing::{self, DataSource, GrantFacts, LicenseData, Observations};
 use crate::state::AppState;
 use crate::store::forge::FitLicenseRecord;
@@ -595,33 +596,17 @@ struct Seen {
 }
 
 /// The request side of the "last seen" writer: queues without waiting, drops when full.
-pub struct SeenWriter {
-    tx: mpsc::Sender<Seen>,
-    /// Taken by [`spawn_background`]; until then messages wait in the queue.
-    rx: Mutex<Option<mpsc::Receiver<Seen>>>,
-}
-
-impl Default for SeenWriter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Its task is started by [`spawn_background`]; until then messages wait in the queue.
+#[derive(Default)]
+pub struct SeenWriter(Handoff<Seen, SEEN_QUEUE>);
 
 impl SeenWriter {
-    pub fn new() -> SeenWriter {
-        let (tx, rx) = mpsc::channel(SEEN_QUEUE);
-        SeenWriter {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-
     /// Records a verified request of `tenant` at `now`, with the `lic` its token bound.
     /// Never blocks and never fails the request: at worst a "seen" is lost.
     pub fn saw(&self, tenant: &TenantSnapshot, lic: Option<bool>, now: DateTime<Utc>) {
         let lic_changed = lic.is_some_and(|active| tenant.observe_lic(active, now));
         if lic_changed || tenant.seen_due(now) {
-            let _ = self.tx.try_send(Seen {
+            let _ = self.0.send(Seen {
                 client_key: tenant.client_key.clone(),
                 at: now,
                 lic,
@@ -644,7 +629,7 @@ impl SeenWriter {
     ) {
         let fit_changed = license.is_some_and(|l| tenant.observe_fit(l, now));
         if fit_changed || tenant.seen_due(now) {
-            let _ = self.tx.try_send(Seen {
+            let _ = self.0.send(Seen {
                 client_key: tenant.client_key.clone(),
                 at: now,
                 lic: None,
@@ -667,7 +652,7 @@ pub fn spawn_background(state: &AppState) {
         state.db.clone(),
         state.config.cache_refresh,
     ));
-    let rx = state.seen.rx.lock().ok().and_then(|mut rx| rx.take());
+    let rx = state.seen.0.take_receiver();
     if let Some(rx) = rx {
         tokio::spawn(write_seen(rx, state.db.clone(), weak));
     }

@@ -317,67 +317,57 @@ impl Config {
             Some(v) => crate::secrets::Keyring::parse(&v)
                 .map_err(|reason| err("SECRETS_KEY", "***", reason))?,
         };
-        let list = |v: &str| -> Vec<String> {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let forge_app_ids = match var("FORGE_APP_ID") {
-            None => Vec::new(),
-            Some(v) => {
-                let mut ids = Vec::new();
-                for item in list(&v) {
-                    let id = AppId::parse(&item).ok_or_else(|| {
-                        err(
-                            "FORGE_APP_ID",
-                            &v,
-                            format!(
-                                "{item:?} is not ari:cloud:ecosystem::app/<uuid> or a bare uuid"
-                            ),
-                        )
-                    })?;
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
+        // A comma-separated list of at least one item, each parsed by `item` (or refused as not
+        // `expected`), duplicates dropped; `default` when the variable is unset.
+        fn list_of<T: PartialEq>(
+            var: &'static str,
+            value: Option<String>,
+            default: Vec<T>,
+            item: impl Fn(&str) -> Option<T>,
+            expected: &str,
+            what: &str,
+        ) -> Result<Vec<T>, ConfigError> {
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            let refuse = |reason| ConfigError {
+                var,
+                value: value.clone(),
+                reason,
+            };
+            let mut items = Vec::new();
+            for raw in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let parsed =
+                    item(raw).ok_or_else(|| refuse(format!("{raw:?} is not {expected}")))?;
+                if !items.contains(&parsed) {
+                    items.push(parsed);
                 }
-                if ids.is_empty() {
-                    return Err(err("FORGE_APP_ID", &v, "no app id in the list".into()));
-                }
-                ids
             }
-        };
+            if items.is_empty() {
+                return Err(refuse(format!("no {what} in the list")));
+            }
+            Ok(items)
+        }
+        let forge_app_ids = list_of(
+            "FORGE_APP_ID",
+            var("FORGE_APP_ID"),
+            Vec::new(),
+            AppId::parse,
+            "ari:cloud:ecosystem::app/<uuid> or a bare uuid",
+            "app id",
+        )?;
         let forge_jwks_url = url(
             "FORGE_JWKS_URL",
             "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json",
         )?;
-        let forge_environments = match var("FORGE_ENVIRONMENTS") {
-            None => vec![EnvironmentType::Production],
-            Some(v) => {
-                let mut envs = Vec::new();
-                for item in list(&v) {
-                    let env = EnvironmentType::parse(&item).ok_or_else(|| {
-                        err(
-                            "FORGE_ENVIRONMENTS",
-                            &v,
-                            format!("{item:?} is not DEVELOPMENT, STAGING or PRODUCTION"),
-                        )
-                    })?;
-                    if !envs.contains(&env) {
-                        envs.push(env);
-                    }
-                }
-                if envs.is_empty() {
-                    return Err(err(
-                        "FORGE_ENVIRONMENTS",
-                        &v,
-                        "no environment in the list".into(),
-                    ));
-                }
-                envs
-            }
-        };
+        let forge_environments = list_of(
+            "FORGE_ENVIRONMENTS",
+            var("FORGE_ENVIRONMENTS"),
+            vec![EnvironmentType::Production],
+            EnvironmentType::parse,
+            "DEVELOPMENT, STAGING or PRODUCTION",
+            "environment",
+        )?;
         let forge_api_url = url("FORGE_API_URL", "https://api.atlassian.com")?;
         Ok(Config {
             forge_app_ids,

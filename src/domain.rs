@@ -2,161 +2,108 @@
 
 use std::fmt;
 
-/// A tenant's lifecycle status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Installed,
-    Enabled,
-    Disabled,
-    Uninstalled,
-}
-
-impl Status {
-    pub const ALL: [Status; 4] = [
-        Status::Installed,
-        Status::Enabled,
-        Status::Disabled,
-        Status::Uninstalled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Installed => "installed",
-            Status::Enabled => "enabled",
-            Status::Disabled => "disabled",
-            Status::Uninstalled => "uninstalled",
+/// An enum whose values are stored, sent and shown as fixed snake_case words: writes the enum
+/// with `ALL` (every value, in order), `as_str`, `parse` (the exact word, or `None`) and
+/// `Display`, from one list of `Variant => "word"` pairs.
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $word:literal, )+
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A lifecycle event type; the route decides which one is expected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LifecycleEvent {
-    Installed,
-    Uninstalled,
-    Enabled,
-    Disabled,
-}
-
-impl LifecycleEvent {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LifecycleEvent::Installed => "installed",
-            LifecycleEvent::Uninstalled => "uninstalled",
-            LifecycleEvent::Enabled => "enabled",
-            LifecycleEvent::Disabled => "disabled",
+    ) => {
+        $(#[$meta])*
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
         }
-    }
-}
 
-/// The kind of a vendor grant: what the licence rules ([`crate::licensing`]) and the store
-/// both name, so it lives here rather than in either.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantKind {
-    Free,
-    TrialExtension,
-    AccessToken,
-}
+        impl $name {
+            pub const ALL: [$name; [$(stringify!($variant)),+].len()] = [$($name::$variant),+];
 
-impl GrantKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantKind::Free => "free",
-            GrantKind::TrialExtension => "trial_extension",
-            GrantKind::AccessToken => "access_token",
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $word, )+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $( $word => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
         }
-    }
 
-    pub fn parse(s: &str) -> Option<GrantKind> {
-        [
-            GrantKind::Free,
-            GrantKind::TrialExtension,
-            GrantKind::AccessToken,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
-
-/// The registry's license state of an installation, computed by [`crate::licensing::view`]
-/// and stored (materialised) so the admin filters are plain SQL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LicenseState {
-    Active,
-    Trial,
-    Free,
-    Unlicensed,
-}
-
-impl LicenseState {
-    pub const ALL: [LicenseState; 4] = [
-        LicenseState::Active,
-        LicenseState::Trial,
-        LicenseState::Free,
-        LicenseState::Unlicensed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LicenseState::Active => "active",
-            LicenseState::Trial => "trial",
-            LicenseState::Free => "free",
-            LicenseState::Unlicensed => "unlicensed",
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
         }
-    }
+    };
+}
 
-    pub fn parse(s: &str) -> Option<LicenseState> {
-        LicenseState::ALL.into_iter().find(|v| v.as_str() == s)
+text_enum! {
+    /// A tenant's lifecycle status.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Status {
+        Installed => "installed",
+        Enabled => "enabled",
+        Disabled => "disabled",
+        Uninstalled => "uninstalled",
     }
 }
 
-/// Which platform an installation is known through (docs/forge.md).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Flavour {
-    /// A Connect tenant: lifecycle callbacks and Connect JWTs only.
-    #[default]
-    Connect,
-    /// A Connect tenant that Forge also knows by an installation id (Connect on Forge).
-    ConnectOnForge,
-    /// Known only from Forge Invocation Tokens and Forge events: no Connect clientKey.
-    Forge,
-}
-
-impl Flavour {
-    pub const ALL: [Flavour; 3] = [Flavour::Connect, Flavour::ConnectOnForge, Flavour::Forge];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flavour::Connect => "connect",
-            Flavour::ConnectOnForge => "connect_on_forge",
-            Flavour::Forge => "forge",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Flavour> {
-        Flavour::ALL.into_iter().find(|v| v.as_str() == s)
+text_enum! {
+    /// A lifecycle event type; the route decides which one is expected.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum LifecycleEvent {
+        Installed => "installed",
+        Uninstalled => "uninstalled",
+        Enabled => "enabled",
+        Disabled => "disabled",
     }
 }
 
-impl fmt::Display for Flavour {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+text_enum! {
+    /// The kind of a vendor grant: what the licence rules ([`crate::licensing`]) and the store
+    /// both name, so it lives here rather than in either.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum GrantKind {
+        Free => "free",
+        TrialExtension => "trial_extension",
+        AccessToken => "access_token",
+    }
+}
+
+text_enum! {
+    /// The registry's license state of an installation, computed by [`crate::licensing::view`]
+    /// and stored (materialised) so the admin filters are plain SQL.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum LicenseState {
+        Active => "active",
+        Trial => "trial",
+        Free => "free",
+        Unlicensed => "unlicensed",
+    }
+}
+
+text_enum! {
+    /// Which platform an installation is known through (docs/forge.md).
+    #[derive(
+        Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+    )]
+    #[serde(rename_all = "snake_case")]
+    pub enum Flavour {
+        /// A Connect tenant: lifecycle callbacks and Connect JWTs only.
+        #[default]
+        Connect => "connect",
+        /// A Connect tenant that Forge also knows by an installation id (Connect on Forge).
+        ConnectOnForge => "connect_on_forge",
+        /// Known only from Forge Invocation Tokens and Forge events: no Connect clientKey.
+        Forge => "forge",
     }
 }
 

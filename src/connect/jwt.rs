@@ -190,20 +190,27 @@ fn b64_json<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, JwtError
     })
 }
 
+/// The three dot-separated segments of a compact JWS (header, payload, signature), or `None`
+/// for anything else and for a token longer than `max_len`: the first check of every token,
+/// Connect's and Forge's, before any decoding work.
+pub fn segments(token: &str, max_len: usize) -> Option<(&str, &str, &str)> {
+    if token.len() > max_len {
+        return None;
+    }
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(header), Some(payload), Some(signature), None) => Some((header, payload, signature)),
+        _ => None,
+    }
+}
+
 /// Decodes header and claims WITHOUT verifying anything, so the caller can pick the tenant by `iss`
 /// and the key by `alg`/`kid`. Nothing returned here may be trusted until a `verify_*` function
 /// has succeeded. Any `alg` string is returned as is (including `none`); refusing it is the job of
 /// the `verify_*` functions, which pin the algorithm.
 pub fn peek(token: &str) -> Result<(TokenHeader, Claims), JwtError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(JwtError::Malformed);
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed);
-    };
+    let (header, payload, _signature) =
+        segments(token, MAX_TOKEN_LEN).ok_or(JwtError::Malformed)?;
 
     let (alg, kid) = with_b64(header, |bytes| {
         let raw: RawHeader<'_> = serde_json::from_slice(bytes).map_err(|_| JwtError::Malformed)?;

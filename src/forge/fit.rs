@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::ids::{AppId, EnvironmentType, InstallationId};
-use crate::connect::jwt::numeric_date;
+use crate::connect::jwt::{numeric_date, segments};
 
 /// The `iss` of every FIT.
 pub const ISSUER: &str = "forge/invocation-token";
@@ -172,15 +172,7 @@ struct RawHeader<'a> {
 /// Step 1: the unverified header. `alg` must be RS256 and `kid` a non-empty string of
 /// printable ASCII; the `kid` is returned for the key lookup.
 pub fn peek_kid(token: &str) -> Result<String, FitError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(FitError::Malformed);
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(FitError::Malformed);
-    };
+    let (header, _, _) = segments(token, MAX_TOKEN_LEN).ok_or(FitError::Malformed)?;
     let bytes = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| FitError::Malformed)?;

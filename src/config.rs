@@ -433,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_contract() {
+    fn defaults_match_the_documentation() {
         let c = cfg(&[]).unwrap();
         assert!(
             matches!(c.database_url, DatabaseUrl::Sqlite(ref u) if u == "sqlite://data/connect-keeper.db")

@@ -1,8 +1,8 @@
 //! The one HTTP error type.
 //!
-//! Policy: every error answer is `{"error": code, "message": text}` with the contract's status.
-//! Internal errors are logged with their cause chain and answered with a generic message, so a
-//! stack trace, SQL text or secret can never reach a client.
+//! Policy: every error answer is `{"error": code, "message": text}` with the status
+//! docs/admin-api.md#errors lists. Internal errors are logged with their cause chain and answered
+//! with a generic message, so a stack trace, SQL text or secret can never reach a client.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -99,7 +99,8 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// The one place a registry outcome becomes an HTTP answer (the contract's status codes).
+/// The one place a registry outcome becomes an HTTP answer (the status codes of
+/// docs/admin-api.md#errors).
 impl From<registry::Error> for ApiError {
     fn from(e: registry::Error) -> Self {
         match e {
@@ -201,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn registry_errors_map_to_the_contract_statuses() {
+    fn registry_errors_map_to_the_documented_statuses() {
         assert_eq!(status(registry::Error::from(Refusal::Unknown)), 400);
         assert_eq!(status(registry::Error::from(Refusal::Expired)), 400);
         assert_eq!(status(registry::Error::from(Refusal::Revoked)), 400);
@@ -229,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn callback_errors_map_to_the_contract_statuses() {
+    fn callback_errors_map_to_the_documented_statuses() {
         assert_eq!(status(CallbackError::Token(JwtError::Missing)), 401);
         assert_eq!(status(CallbackError::Token(JwtError::KeyUnavailable)), 503);
         assert_eq!(status(CallbackError::IssMismatch), 401);

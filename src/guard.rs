@@ -288,10 +288,11 @@ impl Refusal {
     }
 }
 
-/// Verifies a presented token against its tenant and decides the license, in the contract's
-/// order: tenant known and installed, HS256 signature with its secret, `exp`/`iat`/`nbf` with
-/// leeway, `qsh` per the route's policy (401 for any of these), then disabled (403). The
-/// returned decision is not enforced here: the guard does that where the route asks for it.
+/// Verifies a presented token against its tenant and decides the license, in the order of
+/// docs/licensing.md#the-request-decision: tenant known and installed, HS256 signature with its
+/// secret, `exp`/`iat`/`nbf` with leeway, `qsh` per the route's policy (401 for any of these), then
+/// disabled (403). The returned decision is not enforced here: the guard does that where the route
+/// asks for it.
 pub fn authorize(
     presented: &Presented<'_>,
     tenant: Option<Arc<TenantSnapshot>>,

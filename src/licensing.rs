@@ -471,7 +471,8 @@ mod tests {
         }
     }
 
-    /// The decision's truth table: every branch, in the contract's order.
+    /// The decision's truth table: every branch, in the order of
+    /// docs/licensing.md#the-request-decision.
     #[test]
     fn decide_truth_table() {
         let now = t(10);
@@ -765,8 +766,8 @@ mod tests {
         );
     }
 
-    /// The FIT decision in the contract's order: enforcement off, grants, the token's
-    /// licence either way, and only without one the last known license.
+    /// The FIT decision in the order of docs/forge.md#the-licence-decision-for-a-fit: enforcement
+    /// off, grants, the token's licence either way, and only without one the last known license.
     #[test]
     fn decide_fit_truth_table() {
         let now = t(10);

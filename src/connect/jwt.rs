@@ -1,5 +1,6 @@
-//! Connect JWT verification, split into small checks that callers compose in the order the spec
-//! demands (§3.3 for signed installs, §4.4 for product requests).
+//! Connect JWT verification, split into small checks that callers compose in the order the
+//! protocol demands (docs/protocol.md#signed-install-and-install-keys for signed installs,
+//! docs/protocol.md#jwt-on-product-requests for product requests).
 //!
 //! The pieces are separate because the order matters for security: the tenant (and so the secret)
 //! is chosen from the *unverified* `iss` via [`peek`], the signature is checked with an algorithm

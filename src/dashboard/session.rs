@@ -20,7 +20,7 @@ use crate::registry::tokens::{self, TokenKind};
 use crate::registry::{self, admin_tokens};
 use crate::store::{Db, sessions};
 
-/// A session lasts at most this long from sign-in (contract: at most 12 hours).
+/// A session lasts at most this long from sign-in (docs/dashboard.md: at most 12 hours).
 pub const LIFETIME: Duration = Duration::hours(12);
 
 /// The cookie's name. With HTTPS it carries the `__Host-` prefix, which browsers only accept

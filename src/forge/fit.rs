@@ -1,7 +1,7 @@
 //! Verifying a Forge Invocation Token (FIT), the `Authorization: Bearer` token Forge sends to a
 //! remote backend with every invocation (UI calls, lifecycle events, triggers).
 //!
-//! The steps, in the order the service's contract gives them:
+//! The steps, in the order docs/forge.md#verifying-a-fit gives them:
 //! 1. [`peek_kid`]: the header's `alg` is RS256 and it has a `kid`. The algorithm is pinned
 //!    here, never taken from the token, so an HS256 token "signed" with the public key text,
 //!    or `none`, can never pass.

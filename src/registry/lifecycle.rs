@@ -236,7 +236,7 @@ async fn verify_token(
     let claims = match header.alg.as_str() {
         "RS256" => {
             let kid = header.kid.as_deref().ok_or(JwtError::MissingKid)?;
-            // Contract §10: what can be checked without the key is checked before the key is
+            // What can be checked without the key is checked before the key is
             // fetched, so a junk token never costs an outbound request. The signature covers
             // these claims: once it verifies, they are the claims checked here.
             jwt::check_times(&unverified, now, leeway)?;

@@ -1,5 +1,5 @@
-//! Installs and uninstalls per week: the data of `GET /admin/summary/weekly` and of the
-//! dashboard's weekly chart (contract: 26 weeks, oldest first, the last one the current week;
+//! Installs and uninstalls per week: the data of `GET /admin/summary/weekly` and of the dashboard's
+//! weekly chart (docs/admin-api.md#summary: 26 weeks, oldest first, the last one the current week;
 //! weeks start on Monday, UTC).
 //!
 //! Connect and Forge installations alike: which history entries install and uninstall, and why

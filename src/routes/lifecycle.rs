@@ -10,8 +10,9 @@ use crate::guard::request_parts;
 use crate::registry::lifecycle;
 use crate::state::SharedState;
 
-/// Mounts the four lifecycle callbacks at the paths of the contract. A vendor's own actix-web
-/// app can call this inside its `App` (with an `AppState` in `app_data`).
+/// Mounts the four lifecycle callbacks at the paths the descriptor names
+/// (docs/protocol.md#lifecycle-callbacks). A vendor's own actix-web app can call this inside its
+/// `App` (with an `AppState` in `app_data`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, event) in [
         ("/installed", LifecycleEvent::Installed),

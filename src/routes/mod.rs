@@ -68,8 +68,8 @@ pub async fn method_not_allowed() -> HttpResponse {
     )
 }
 
-/// Turns framework-made error answers without a JSON body (413 from the payload limit, a 400
-/// from a query extractor, 404/405) into the contract's `{"error","message"}` shape.
+/// Turns framework-made error answers without a JSON body (413 from the payload limit, a 400 from a
+/// query extractor, 404/405) into the `{"error","message"}` shape of docs/admin-api.md#errors.
 pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler_client(|res: ServiceResponse<B>| {
         let is_json = res

@@ -1,4 +1,4 @@
-//! Issue 4: the admin API — authentication, listing with filters, sorts, keyset pagination
+//! The admin API — authentication, listing with filters, sorts, keyset pagination
 //! and CSV, the detail view, the summary, trial extensions, grants, access tokens and the
 //! OpenAPI document.
 

@@ -1,4 +1,4 @@
-//! Issue 4: the CLI, run as the real binary against the test's database while the server runs
+//! The CLI, run as the real binary against the test's database while the server runs
 //! on the same database. A change made with the CLI must reach the running server within 5 s.
 
 use std::process::Output;

@@ -1,4 +1,4 @@
-//! Issue 13: which database the CLI opens, and what it says when it cannot. The real binary,
+//! Which database the CLI opens, and what it says when it cannot. The real binary,
 //! as an operator runs it.
 
 use std::io::{BufRead, BufReader};

@@ -1,4 +1,4 @@
-//! Issue 12: the vendor dashboard over HTTP — sign-in and sign-out, wrong and revoked tokens,
+//! The vendor dashboard over HTTP — sign-in and sign-out, wrong and revoked tokens,
 //! CSRF refusal, each action against the registry and its audit trail, escaping of hostile
 //! values, the security headers, the list page's filters, paging and CSV.
 
@@ -667,7 +667,7 @@ async fn connect_only(app: &TestApp, client_key: &str, slug: &str) {
 }
 
 both_backends! {
-    /// Contract §11: the Installations page shows each installation's flavour and takes the
+    /// The Installations page shows each installation's flavour and takes the
     /// API's `flavour` filter, in the form, across pages and in the CSV link.
     async fn the_list_page_shows_and_filters_by_flavour(backend) {
         const FORGE_UUID: &str = "0f0f0f0f-1111-4222-8333-444455556666";
@@ -751,7 +751,7 @@ async fn seen_with_lic_active(app: &TestApp, client_key: &str, secret: &str) {
 }
 
 both_backends! {
-    /// Contract §10/§11: `license.corroborated` on the Installation page, a text mark on
+    /// `license.corroborated` on the Installation page, a text mark on
     /// active licences no outside source backs, and the `corroborated` filter.
     async fn corroboration_is_shown_marked_and_filtered(backend) {
         let app = spawn_admin(backend).await;

@@ -58,7 +58,7 @@ fn key_id(byte: u8) -> String {
 }
 
 both_backends! {
-    /// Finding 12 / §10 SECRETS_KEY: shared secrets are stored encrypted, bound to their row;
+    /// SECRETS_KEY (docs/configuration.md#secrets_key): shared secrets are stored encrypted, bound to their row;
     /// rows written before keep working and are encrypted by their next install or by
     /// `secrets rotate`; rotation to a new key while both are accepted.
     async fn shared_secrets_are_encrypted_at_rest(backend) {
@@ -171,8 +171,9 @@ async fn install_with_kid(app: &TestApp, kid: &str, extra: serde_json::Value) ->
 }
 
 both_backends! {
-    /// Finding 3: unknown kids. Cheap checks come before any fetch, an unknown kid is asked
-    /// once, and a flood of random kids makes a bounded number of fetches.
+    /// A fixed defect (docs/security.md#outbound-calls): unknown kids. Cheap checks come before any
+    /// fetch, an unknown kid is asked once, and a flood of random kids makes a bounded number of
+    /// fetches.
     async fn unknown_kids_do_not_flood_the_key_server(backend) {
         let app = TestApp::spawn(backend).await;
         // Atlassian's own kid, fetched once and kept.

@@ -180,8 +180,8 @@ async fn cli(app: &TestApp, args: &[&str]) -> String {
 }
 
 both_backends! {
-    /// Finding 7: `=HYPERLINK(…)` from the Marketplace and the site came out verbatim in both
-    /// CSV exports.
+    /// A fixed defect (docs/operations.md#hostile-text): `=HYPERLINK(…)` from the Marketplace and
+    /// the site came out verbatim in both CSV exports.
     async fn csv_exports_quote_cells_that_a_spreadsheet_would_run(backend) {
         let mp = MockServer::start().await;
         let app = spawn_with_marketplace(backend, &mp, &[]).await;
@@ -201,8 +201,9 @@ both_backends! {
 }
 
 both_backends! {
-    /// Finding 8: ESC sequences, OSC-8 links and newlines from sites and the Marketplace were
-    /// printed raw by `installations list` and `installations show`.
+    /// A fixed defect (docs/operations.md#hostile-text): ESC sequences, OSC-8 links and newlines
+    /// from sites and the Marketplace were printed raw by `installations list` and `installations
+    /// show`.
     async fn cli_tables_show_control_characters_escaped(backend) {
         let mp = MockServer::start().await;
         let app = spawn_with_marketplace(backend, &mp, &[]).await;

@@ -2,7 +2,7 @@
 //! in the background after an install, and the Marketplace license sync.
 //!
 //! The product and the Marketplace are wiremock servers; payloads follow docs/protocol.md
-//! §6.2 (license endpoint) and §7.5 (reporting API). Retry delays and the Marketplace timeout
+//! (#product-licence-endpoint and #marketplace-reporting-api). Retry delays and the Marketplace timeout
 //! are shortened through `Config` fields that are not environment variables.
 
 use std::time::Duration;
@@ -110,7 +110,8 @@ fn install_body(client_key: &str, base_url: &str, extra: Value) -> Value {
     body
 }
 
-/// `GET /rest/atlassian-connect/1/addons/{key}` as a paid app's product answers (§6.2).
+/// `GET /rest/atlassian-connect/1/addons/{key}` as a paid app's product answers
+/// (docs/protocol.md#product-licence-endpoint).
 fn addon_response(app_key: &str, license: Option<Value>) -> Value {
     let mut body = json!({
         "key": app_key,
@@ -445,7 +446,7 @@ async fn snapshot(app: &LicApp, keys: &[&str]) -> (Vec<String>, Vec<Value>) {
 }
 
 both_backends! {
-    async fn sync_follows_every_page_and_joins_in_the_contract_order(backend) {
+    async fn sync_follows_every_page_and_joins_in_the_documented_order(backend) {
         let mp = MockServer::start().await;
         let app = LicApp::with_marketplace(backend, &mp).await;
 

@@ -1,4 +1,4 @@
-//! Issue 2: the descriptor, verified lifecycle callbacks, the registry they write, and the
+//! The descriptor, verified lifecycle callbacks, the registry they write, and the
 //! operations routes.
 
 use serde_json::{Value, json};

@@ -62,8 +62,8 @@ async fn redirect_all_to(server: &MockServer, to: &MockServer) {
 }
 
 both_backends! {
-    /// Finding 9: the product licence read and tenant_info followed a 302 to another host and
-    /// stored what that host said.
+    /// A fixed defect (docs/security.md#outbound-calls): the product licence read and tenant_info
+    /// followed a 302 to another host and stored what that host said.
     async fn product_reads_follow_no_redirect_to_another_origin(backend) {
         let app = TestApp::spawn_tuned(backend, &[], |c| {
             c.host_retry_base = Duration::from_millis(50);
@@ -92,7 +92,8 @@ both_backends! {
 }
 
 both_backends! {
-    /// Finding 9: Marketplace redirects were followed off-origin.
+    /// A fixed defect (docs/security.md#outbound-calls): Marketplace redirects were followed
+    /// off-origin.
     async fn marketplace_sync_follows_no_redirect_to_another_origin(backend) {
         let mp = MockServer::start().await;
         let mp_uri = mp.uri();
@@ -143,7 +144,8 @@ both_backends! {
 // /metrics labels are bounded
 // ---------------------------------------------------------------------------------------
 
-/// Finding 4: invented HTTP methods (and paths) each made a new series in `/metrics`.
+/// A fixed defect (docs/security.md#metrics): invented HTTP methods (and paths) each made a new
+/// series in `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_labels_stay_bounded_under_invented_methods_and_paths() {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -192,8 +194,9 @@ const GZIP_BOMB: &[u8] = include_bytes!("../fixtures/gzip_bomb_16mib.json.gz");
 const GZIPPED_INSTALL: &[u8] = include_bytes!("../fixtures/installed_ck_gzip.json.gz");
 
 both_backends! {
-    /// Finding 1: a gzip bomb on `/installed` (and the other routes) was decompressed up to the
-    /// size limit before it was refused; a compressed install was accepted.
+    /// A fixed defect (docs/security.md#request-bodies): a gzip bomb on `/installed` (and the other
+    /// routes) was decompressed up to the size limit before it was refused; a compressed install
+    /// was accepted.
     async fn compressed_request_bodies_are_refused(backend) {
         let app = TestApp::spawn_with(backend, &[("ADMIN_TOKEN", crate::admin::ADMIN)]).await;
         let token = sign_rs256(&app.install_claims("ck-gzip", "/installed"));
@@ -273,7 +276,8 @@ async fn stall(port: u16, head: &str, body_part: &[u8], wait: Duration) -> Optio
     }
 }
 
-/// Finding 2: connections that announced 1 MiB, sent part of it and stalled stayed open.
+/// A fixed defect (docs/security.md#request-bodies): connections that announced 1 MiB, sent part of
+/// it and stalled stayed open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_is_dropped() {
     let app = TestApp::spawn_tuned(Backend::Sqlite, &[], |c| {
@@ -348,9 +352,9 @@ fn retry_after(res: &reqwest::Response) -> u64 {
 }
 
 both_backends! {
-    /// Finding 5: 1,635 wrong guesses in 3 s got plain 401s. After 100 failures within 60 s an
-    /// address gets 429 with Retry-After — even with the right token — and other addresses
-    /// do not.
+    /// A fixed defect (docs/security.md#admin-authentication): 1,635 wrong guesses in 3 s got plain
+    /// 401s. After 100 failures within 60 s an address gets 429 with Retry-After — even with the
+    /// right token — and other addresses do not.
     async fn admin_token_guessing_is_throttled_per_address(backend) {
         let admin = crate::admin::ADMIN;
         let app = TestApp::spawn_with(backend, &[("ADMIN_TOKEN", admin)]).await;
@@ -397,7 +401,8 @@ both_backends! {
     }
 }
 
-/// Finding 5: any non-empty `ADMIN_TOKEN` was accepted, even `a`.
+/// A fixed defect (docs/security.md#admin-authentication): any non-empty `ADMIN_TOKEN` was
+/// accepted, even `a`.
 #[test]
 fn a_short_admin_token_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -477,9 +482,9 @@ fn header<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 }
 
 both_backends! {
-    /// Finding 11: admin answers (a new access token, the CSV) had no `Cache-Control:
-    /// no-store`; `/panel`, whose URL carries a JWT, had no CSP `frame-ancestors`, no
-    /// `nosniff`, no `Referrer-Policy`.
+    /// A fixed defect (docs/security.md#headers): admin answers (a new access token, the CSV) had
+    /// no `Cache-Control: no-store`; `/panel`, whose URL carries a JWT, had no CSP
+    /// `frame-ancestors`, no `nosniff`, no `Referrer-Policy`.
     async fn admin_and_panel_answers_carry_the_security_headers(backend) {
         let admin = crate::admin::ADMIN;
         let app = TestApp::spawn_with(backend, &[("ADMIN_TOKEN", admin), ("LICENSE_ENFORCEMENT", "off")]).await;
@@ -533,7 +538,8 @@ both_backends! {
 // The SQLite file
 // ---------------------------------------------------------------------------------------
 
-/// Finding 12: the SQLite file, holding every shared secret, was created 0644.
+/// A fixed defect (docs/security.md#files): the SQLite file, holding every shared secret, was
+/// created 0644.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_file_is_created_owner_only() {

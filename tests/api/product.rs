@@ -1,4 +1,4 @@
-//! Issue 3: verification and license enforcement on product requests (`/panel`,
+//! Verification and license enforcement on product requests (`/panel`,
 //! `/api/whoami`, `/api/access-tokens/redeem`), grants and access tokens, and the tenant cache
 //! that must pick up other processes' changes within 5 seconds.
 

@@ -62,8 +62,9 @@ async fn token_rows(app: &TestApp) -> i64 {
 }
 
 both_backends! {
-    /// Finding 10: a captured signed `installed`, replayed within its lifetime with a new
-    /// sharedSecret, was accepted and the new secret authenticated.
+    /// A fixed defect (docs/operations.md#lifecycle-replay): a captured signed `installed`,
+    /// replayed within its lifetime with a new sharedSecret, was accepted and the new secret
+    /// authenticated.
     async fn a_signed_installed_replayed_with_another_body_is_refused(backend) {
         let app = spawn(backend).await;
         let body = app.installed_payload("ck-replay", "original-secret");
@@ -108,7 +109,8 @@ both_backends! {
 }
 
 both_backends! {
-    /// Finding 10: an old `disabled`, replayed after `enabled`, disabled the tenant again.
+    /// A fixed defect (docs/operations.md#lifecycle-replay): an old `disabled`, replayed after
+    /// `enabled`, disabled the tenant again.
     async fn an_older_enabled_or_disabled_does_not_undo_a_newer_one(backend) {
         let app = spawn(backend).await;
         app.install("ck-toggle", "toggle-secret").await;

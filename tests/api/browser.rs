@@ -222,22 +222,33 @@ async fn shoot(c: &Client, name: &str) {
     c.set_window_size(1280, 900).await.unwrap();
 }
 
-/// On a phone each table row is a card with the column's name on the left of every cell: the
-/// name must end before the cell's content starts (a wider-screen rule once overrode the
-/// cell's padding, and names and values were drawn over each other).
-async fn phone_cards_keep_labels_clear(c: &Client) {
+/// The current page at a phone's width: it does not scroll sideways (wide content such as the
+/// weekly chart scrolls inside its own box), and in the table cards each column's name ends
+/// before the cell's content starts (a wider-screen rule once overrode the cards' padding and
+/// drew names over values; the charts once widened the whole page).
+async fn phone_layout_holds(c: &Client) {
     c.set_window_size(390, 900).await.unwrap();
-    let overlaps = until("the phone layout", || async {
+    let faults = until("the phone layout", || async {
         let found = c
             .execute(
-                "const out = [];
+                "if (window.innerWidth > 400) { return null; }
+                 const out = [];
+                 const doc = document.documentElement;
+                 if (doc.scrollWidth > doc.clientWidth) {
+                   const wide = [...document.querySelectorAll('body *')]
+                     .filter(e => e.getBoundingClientRect().right > doc.clientWidth + 1)
+                     .slice(0, 4)
+                     .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+                       + (typeof e.className === 'string' && e.className ? '.' + e.className.trim().split(/ +/).join('.') : ''));
+                   out.push('the page is ' + doc.scrollWidth + ' px wide in a ' + doc.clientWidth + '-px window: ' + wide.join(', '));
+                 }
                  for (const td of document.querySelectorAll('table td[data-label]')) {
                    const before = getComputedStyle(td, '::before');
                    if (before.position !== 'absolute') { return null; }
                    const labelEnd = parseFloat(before.left) + parseFloat(before.width);
                    const contentStart = parseFloat(getComputedStyle(td).paddingLeft);
                    if (contentStart < labelEnd) {
-                     out.push(td.dataset.label + ': content at ' + contentStart + 'px, name to ' + labelEnd + 'px');
+                     out.push(td.dataset.label + ': content at ' + contentStart + ' px, name to ' + labelEnd + ' px');
                    }
                  }
                  return out;",
@@ -248,8 +259,38 @@ async fn phone_cards_keep_labels_clear(c: &Client) {
         serde_json::from_value::<Vec<String>>(found).ok()
     })
     .await;
-    assert!(overlaps.is_empty(), "{overlaps:?}");
+    let page = c
+        .current_url()
+        .await
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    assert!(faults.is_empty(), "{page} at 390 px: {faults:?}");
     c.set_window_size(1280, 900).await.unwrap();
+}
+
+/// On a laptop's screen the charts' text (drawn in SVG units, so scaled with each chart's box)
+/// is at least 8 px high: a chart in a column much narrower than its drawing once shrank it to
+/// about 5 px.
+async fn chart_text_is_readable(c: &Client) {
+    c.set_window_size(1280, 900).await.unwrap();
+    let smallest = until("the charts at 1280 px", || async {
+        let found = c
+            .execute(
+                "if (window.innerWidth < 1200) { return null; }
+                 const texts = [...document.querySelectorAll('svg.chart text')];
+                 if (texts.length === 0) { return null; }
+                 return Math.min(...texts.map(t => t.getBoundingClientRect().height));",
+                vec![],
+            )
+            .await
+            .ok()?;
+        found.as_f64()
+    })
+    .await;
+    assert!(
+        smallest >= 8.0,
+        "the smallest chart text is {smallest:.1} px high"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,6 +396,8 @@ async fn monday_morning(backend: Backend, c: &Client) {
     wait_path(c, "/admin/ui/").await;
     wait_text(c, "header.top .actor", "browser-admin").await;
     shoot(c, "overview").await;
+    phone_layout_holds(c).await;
+    chart_text_is_readable(c).await;
 
     // Installations: all five, then only the trial by the licence filter.
     click(c, "header.top nav a[href$='/installations']").await;
@@ -368,7 +411,7 @@ async fn monday_morning(backend: Backend, c: &Client) {
             .contains("&lt;script&gt;alert(1)&lt;/script&gt;")
     );
     shoot(c, "installations").await;
-    phone_cards_keep_labels_clear(c).await;
+    phone_layout_holds(c).await;
     click(c, "form.filters summary").await;
     click(c, "input[name=license][value=trial]").await;
     click(c, "form.filters .actions button[type=submit]").await;
@@ -471,6 +514,7 @@ async fn monday_morning(backend: Backend, c: &Client) {
         .unwrap();
     assert!(url.contains(&token), "{url}");
     shoot(c, "installation").await;
+    phone_layout_holds(c).await;
     c.refresh().await.unwrap();
     wait_text(c, "#license-state", "free").await;
     assert!(
@@ -518,10 +562,11 @@ async fn monday_morning(backend: Backend, c: &Client) {
     })
     .await;
     shoot(c, "access-tokens").await;
-    phone_cards_keep_labels_clear(c).await;
+    phone_layout_holds(c).await;
     click(c, "header.top nav a[href$='/marketplace']").await;
     wait_path(c, "/admin/ui/marketplace").await;
     shoot(c, "marketplace").await;
+    phone_layout_holds(c).await;
     c.goto(&ui("/installations/br-evil")).await.unwrap();
     wait_path(c, "/admin/ui/installations/br-evil").await;
     no_alert(c).await;

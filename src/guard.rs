@@ -190,7 +190,7 @@ pub fn remember(presented: &Presented<'_>, verified: &Verified, cache: &Verified
     {
         cache.insert(
             &presented.token,
-            crate::verified_tokens::KnownToken {
+            verified_tokens::KnownToken {
                 claims: presented.claims.clone(),
                 verified_by: verified.tenant.id(),
             },
@@ -365,14 +365,11 @@ pub async fn authenticate_fit(
 ) -> Result<(Arc<Fit>, Arc<TenantSnapshot>), FitRefusal> {
     let keys = state.forge_keys.as_ref().ok_or(FitError::Disabled)?;
     let (cache, policy, at) = (&state.verified_fits, &state.fit_policy, now.timestamp());
-    let fit = match verified_tokens::recall_fit(cache, token, |kid| keys.cached(kid), policy, at) {
-        Some(recalled) => recalled?,
-        None => {
-            let kid = fit::peek_kid(token)?;
-            let key = keys.find(&kid).await?;
-            verified_tokens::verify_fit(cache, token, &kid, &key, policy, at)?
-        }
-    };
+    let current = |kid: &str| keys.cached(kid);
+    let find = async |kid: &str| keys.find(kid).await;
+    let (fit, source) =
+        verified_tokens::recall_or_verify(cache, token, current, find, policy, at).await?;
+    state.metrics.fit_accepted(source);
     let tenant = crate::registry::forge::resolve(state, &fit)
         .await
         .map_err(|e| {

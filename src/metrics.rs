@@ -5,6 +5,7 @@ use prometheus::{
 };
 
 use crate::licensing::Source;
+use crate::verified_tokens::FitSource;
 
 /// Every `source` label of `license_decisions_total`, in [`Metrics::license_decision`]'s order.
 const DECISION_LABELS: [&str; 7] = [
@@ -34,6 +35,8 @@ pub struct Metrics {
     /// `license_decisions_total` per label, resolved once: the guard counts every request,
     /// and a label lookup (hash and lock) per request is measurable there.
     decisions: [IntCounter; DECISION_LABELS.len()],
+    /// `fit_tokens_total{source}`: accepted FITs, `recalled` from memory or `verified` in full.
+    fit_tokens: [IntCounter; 2],
 }
 
 impl Default for Metrics {
@@ -82,6 +85,13 @@ impl Metrics {
             "License decisions by source (unlicensed when refused)",
             &["source"],
         );
+        let fit_tokens = counter(
+            "fit_tokens_total",
+            "Accepted Forge Invocation Tokens: recalled from memory or verified in full (RS256)",
+            &["source"],
+        );
+        let fit_tokens =
+            ["recalled", "verified"].map(|label| fit_tokens.with_label_values(&[label]));
         let forge_license_reads = counter(
             "forge_license_api_reads_total",
             "Background reads of the Forge License API by outcome",
@@ -114,6 +124,7 @@ impl Metrics {
         let decisions = DECISION_LABELS.map(|label| license_decisions.with_label_values(&[label]));
         Metrics {
             decisions,
+            fit_tokens,
             registry,
             http_requests,
             http_latency,
@@ -143,6 +154,15 @@ impl Metrics {
             licensed_by.map(Source::as_str).or(Some("unlicensed"))
         );
         self.decisions[index].inc();
+    }
+
+    /// Counts one accepted FIT by how it was accepted.
+    pub fn fit_accepted(&self, source: FitSource) {
+        self.fit_tokens[match source {
+            FitSource::Recalled => 0,
+            FitSource::Verified => 1,
+        }]
+        .inc();
     }
 
     pub fn render(&self) -> String {

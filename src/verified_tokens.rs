@@ -37,7 +37,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use jsonwebtoken::DecodingKey;
 
-use crate::connect::jwt::Claims;
+use crate::connect::jwt::{Claims, MAX_TOKEN_LEN, segments};
 use crate::forge::fit::{self, Fit, FitError, FitPolicy};
 
 /// At most this many context tokens are kept, and at least half as many (the newest): the
@@ -212,6 +212,32 @@ pub fn recall_fit(
         .then(|| fit::check_again(&known.fit, policy, now).map(|()| known.fit))
 }
 
+/// How a FIT was accepted: recalled from the cache, or verified in full now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FitSource {
+    Recalled,
+    Verified,
+}
+
+/// The guard's one way to a verified FIT: [`recall_fit`] with the key set's current key
+/// (`current_key`), else the header's `kid` ([`fit::peek_kid`]), the key found for it
+/// (`find_key`, which may fetch the key set) and [`verify_fit`].
+pub async fn recall_or_verify(
+    cache: &VerifiedFits,
+    token: &str,
+    current_key: impl FnOnce(&str) -> Option<Arc<DecodingKey>>,
+    find_key: impl AsyncFnOnce(&str) -> Result<Arc<DecodingKey>, FitError>,
+    policy: &FitPolicy,
+    now: i64,
+) -> Result<(Arc<Fit>, FitSource), FitError> {
+    if let Some(recalled) = recall_fit(cache, token, current_key, policy, now) {
+        return recalled.map(|fit| (fit, FitSource::Recalled));
+    }
+    let kid = fit::peek_kid(token)?;
+    let key = find_key(&kid).await?;
+    verify_fit(cache, token, &kid, &key, policy, now).map(|fit| (fit, FitSource::Verified))
+}
+
 /// Verifies a FIT in full with `key`, found under `kid` ([`fit::verify`]), and remembers it
 /// in `cache` when it passes.
 pub fn verify_fit(
@@ -234,11 +260,11 @@ pub fn verify_fit(
     Ok(verified)
 }
 
-/// The third segment of a compact JWT; `None` when there is none or it is empty.
+/// The signature segment of a compact JWT; `None` when it is empty, when the token is not three
+/// segments, or when it is longer than any token accepted: such a token is never hashed.
 fn signature_of(token: &str) -> Option<&str> {
-    token
-        .rsplit_once('.')
-        .map(|(_, s)| s)
+    segments(token, MAX_TOKEN_LEN)
+        .map(|(_, _, signature)| signature)
         .filter(|s| !s.is_empty())
 }
 
@@ -370,8 +396,8 @@ mod fit_tests {
         testing::mint(&claims, KID)
     }
 
-    /// What the guard does with a FIT: from the cache when it may, verified in full otherwise.
-    /// Also says whether the cache answered.
+    /// What the guard does with a FIT ([`recall_or_verify`], with `keys` as the key set); also
+    /// says whether the cache answered.
     fn guard_once(
         cache: &VerifiedFits,
         keys: &KeySet,
@@ -379,12 +405,16 @@ mod fit_tests {
         now: i64,
     ) -> Result<(Arc<Fit>, bool), FitError> {
         let current = |kid: &str| keys.get(kid).cloned();
-        if let Some(recalled) = recall_fit(cache, token, current, &policy(), now) {
-            return recalled.map(|fit| (fit, true));
-        }
-        let kid = fit::peek_kid(token)?;
-        let key = keys.get(&kid).ok_or(FitError::UnknownKid)?;
-        verify_fit(cache, token, &kid, key, &policy(), now).map(|fit| (fit, false))
+        let find = async |kid: &str| keys.get(kid).cloned().ok_or(FitError::UnknownKid);
+        futures::executor::block_on(recall_or_verify(
+            cache,
+            token,
+            current,
+            find,
+            &policy(),
+            now,
+        ))
+        .map(|(fit, source)| (fit, source == FitSource::Recalled))
     }
 
     #[test]
@@ -479,7 +509,6 @@ mod fit_tests {
         // The newest are recalled, the oldest verified again.
         assert!(guard_once(&cache, &keys, &tokens[8], NOW).unwrap().1);
         assert!(!guard_once(&cache, &keys, &tokens[0], NOW).unwrap().1);
-        assert_eq!(VerifiedFits::default().per_generation * 2, FIT_CAPACITY);
     }
 
     #[test]

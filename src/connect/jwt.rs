@@ -21,8 +21,9 @@ use subtle::ConstantTimeEq;
 
 use super::qsh::{CONTEXT_QSH, form_decode_cow};
 
-/// Longer tokens are refused before any decoding work; real Connect tokens are well under 2 KiB.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Longer tokens, Connect JWTs and Forge Invocation Tokens alike, are refused before any other
+/// work (decoding, a cache look-up); real ones are well under 2 KiB.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// Claims a Connect token may carry; unknown claims are ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

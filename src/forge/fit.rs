@@ -30,12 +30,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::ids::{AppId, EnvironmentType, InstallationId};
-use crate::connect::jwt::{numeric_date, segments};
+use crate::connect::jwt::{MAX_TOKEN_LEN, numeric_date, segments};
 
 /// The `iss` of every FIT.
 pub const ISSUER: &str = "forge/invocation-token";
-/// FITs are ~1.5 KiB; anything much longer is refused before any decoding work.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Key ids are short; a longer one is not looked up at all.
 pub const MAX_KID_LEN: usize = 200;
 

@@ -201,11 +201,8 @@ pub fn usable_token(token: &str) -> bool {
 /// (never more than the documented 4 hours ahead); otherwise the documented minimum, 2 hours.
 /// The claim is read without verification: it only decides when we stop *using* the token.
 pub fn token_expiry(token: &str, now: DateTime<Utc>) -> DateTime<Utc> {
-    let exp = token
-        .split('.')
-        .nth(1)
-        .filter(|_| token.split('.').count() == 3)
-        .and_then(|claims| URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok())
+    let exp = crate::connect::jwt::segments(token, MAX_TOKEN_LEN)
+        .and_then(|(_, claims, _)| URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok())
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .and_then(|claims| claims.get("exp").and_then(serde_json::Value::as_i64))
         .and_then(|exp| DateTime::<Utc>::from_timestamp(exp, 0));

@@ -222,16 +222,26 @@ async fn shoot(c: &Client, name: &str) {
     c.set_window_size(1280, 900).await.unwrap();
 }
 
+/// Runs `script` in the page until it returns a value of type `T` (it returns `null` while the
+/// page is not ready, e.g. before a window resize has taken effect).
+async fn script_until<T: serde::de::DeserializeOwned>(c: &Client, what: &str, script: &str) -> T {
+    until(what, || async {
+        let found = c.execute(script, vec![]).await.ok()?;
+        serde_json::from_value(found).ok()
+    })
+    .await
+}
+
 /// The current page at a phone's width: it does not scroll sideways (wide content such as the
 /// weekly chart scrolls inside its own box), and in the table cards each column's name ends
 /// before the cell's content starts (a wider-screen rule once overrode the cards' padding and
 /// drew names over values; the charts once widened the whole page).
 async fn phone_layout_holds(c: &Client) {
     c.set_window_size(390, 900).await.unwrap();
-    let faults = until("the phone layout", || async {
-        let found = c
-            .execute(
-                "if (window.innerWidth > 400) { return null; }
+    let faults: Vec<String> = script_until(
+        c,
+        "the phone layout",
+        "if (window.innerWidth > 400) { return null; }
                  const out = [];
                  const doc = document.documentElement;
                  if (doc.scrollWidth > doc.clientWidth) {
@@ -252,12 +262,7 @@ async fn phone_layout_holds(c: &Client) {
                    }
                  }
                  return out;",
-                vec![],
-            )
-            .await
-            .ok()?;
-        serde_json::from_value::<Vec<String>>(found).ok()
-    })
+    )
     .await;
     let page = c
         .current_url()
@@ -273,19 +278,14 @@ async fn phone_layout_holds(c: &Client) {
 /// about 5 px.
 async fn chart_text_is_readable(c: &Client) {
     c.set_window_size(1280, 900).await.unwrap();
-    let smallest = until("the charts at 1280 px", || async {
-        let found = c
-            .execute(
-                "if (window.innerWidth < 1200) { return null; }
-                 const texts = [...document.querySelectorAll('svg.chart text')];
-                 if (texts.length === 0) { return null; }
-                 return Math.min(...texts.map(t => t.getBoundingClientRect().height));",
-                vec![],
-            )
-            .await
-            .ok()?;
-        found.as_f64()
-    })
+    let smallest: f64 = script_until(
+        c,
+        "the charts at 1280 px",
+        "if (window.innerWidth < 1200) { return null; }
+         const texts = [...document.querySelectorAll('svg.chart text')];
+         if (texts.length === 0) { return null; }
+         return Math.min(...texts.map(t => t.getBoundingClientRect().height));",
+    )
     .await;
     assert!(
         smallest >= 8.0,

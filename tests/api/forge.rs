@@ -525,6 +525,9 @@ both_backends! {
             assert_eq!(token_says(&app, &token).await, "fit");
         }
         assert_eq!(app.state.verified_fits.len(), 1, "the same FIT, remembered once");
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        assert!(metrics.contains("fit_tokens_total{source=\"verified\"} 1"), "{metrics}");
+        assert!(metrics.contains("fit_tokens_total{source=\"recalled\"} 5"), "{metrics}");
 
         while Utc::now().timestamp() <= now + 3 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -50,6 +50,11 @@ pub fn start(state: Arc<AppState>) {
 /// The Forge License API as a [`Source`] of the shared reader.
 struct ForgeLicenceApi;
 
+/// The request side of this reader, for the app state.
+pub fn trigger() -> Trigger {
+    Trigger::new(ForgeLicenceApi::NAME)
+}
+
 impl Source for ForgeLicenceApi {
     type Row = TokenRow;
     const NAME: &'static str = "Forge licence";

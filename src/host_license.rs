@@ -51,6 +51,11 @@ pub fn start(state: Arc<AppState>) {
 /// The product's licence endpoint and tenant_info as a [`Source`] of the shared reader.
 struct ProductLicence;
 
+/// The request side of this reader, for the app state.
+pub fn trigger() -> Trigger {
+    Trigger::new(ProductLicence::NAME)
+}
+
 impl Source for ProductLicence {
     type Row = InstallationRow;
     const NAME: &'static str = "host license";
@@ -157,6 +162,16 @@ pub enum ReadError {
     Invalid(String),
 }
 
+/// A body that is not the expected JSON, said in fixed words and a position: serde's own message
+/// quotes the offending value, which is the site's text and may be as long as the body.
+fn not_json(e: serde_json::Error) -> ReadError {
+    ReadError::Invalid(format!(
+        "not the expected JSON (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
+}
+
 impl ReadError {
     fn kind(&self) -> &'static str {
         match self {
@@ -238,8 +253,7 @@ async fn read_license(
         return Err(ReadError::Status(res.status().as_u16()));
     }
     let body = read_body(res).await?;
-    let parsed: AddonResponse =
-        serde_json::from_slice(&body).map_err(|e| ReadError::Invalid(e.to_string()))?;
+    let parsed: AddonResponse = serde_json::from_slice(&body).map_err(not_json)?;
     Ok(parsed.license.map(|l| HostLicense {
         active: l.active,
         license_type: l.license_type,
@@ -273,8 +287,7 @@ async fn read_cloud_id(state: &AppState, base_url: &str) -> Result<Option<String
         return Err(ReadError::Status(res.status().as_u16()));
     }
     let body = read_body(res).await?;
-    let info: TenantInfo =
-        serde_json::from_slice(&body).map_err(|e| ReadError::Invalid(e.to_string()))?;
+    let info: TenantInfo = serde_json::from_slice(&body).map_err(not_json)?;
     Ok(info.cloud_id.filter(|id| !id.trim().is_empty()))
 }
 
@@ -289,6 +302,23 @@ async fn read_body(res: reqwest::Response) -> Result<Vec<u8>, ReadError> {
 mod tests {
     use super::*;
     use crate::license_reader::{backoff, poll_period};
+
+    #[test]
+    fn an_answer_that_is_not_the_expected_json_is_not_quoted() {
+        let hostile = format!(
+            r#"{{"license": {{"active": "{}\u001b[2J"}}}}"#,
+            "x".repeat(100_000)
+        );
+        let Err(e) = serde_json::from_str::<AddonResponse>(&hostile).map_err(not_json) else {
+            panic!("a string is not a boolean");
+        };
+        let said = e.to_string();
+        assert!(
+            said.starts_with("invalid answer: not the expected JSON (line 1, column "),
+            "{said}"
+        );
+        assert!(said.len() < 80 && !said.contains("xxx"), "{said}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_refresh_period() {

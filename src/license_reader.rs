@@ -61,22 +61,33 @@ pub(crate) trait Source: Send + Sync + 'static {
 
 /// The request side of a reader: `installed(client_key)` asks for a read at once. Cheap and
 /// never blocks.
-#[derive(Default)]
-pub struct Trigger(Handoff<String, QUEUE>);
+pub struct Trigger {
+    queue: Handoff<String, QUEUE>,
+    /// The source's name, for the log line of a full queue.
+    name: &'static str,
+}
 
 impl Trigger {
+    pub fn new(name: &'static str) -> Trigger {
+        Trigger {
+            queue: Handoff::default(),
+            name,
+        }
+    }
+
     /// Asks for an immediate read of this installation's licence.
     pub fn installed(&self, client_key: &str) {
-        if !self.0.send(client_key.to_owned()) {
+        if !self.queue.send(client_key.to_owned()) {
             tracing::warn!(
                 client_key,
-                "host license queue full; the periodic poll will read it"
+                "{} queue full; the periodic poll will read it",
+                self.name
             );
         }
     }
 
     fn take_receiver(&self) -> Option<mpsc::Receiver<String>> {
-        self.0.take_receiver()
+        self.queue.take_receiver()
     }
 }
 
@@ -102,9 +113,12 @@ async fn run<S: Source>(state: Arc<AppState>, mut rx: mpsc::Receiver<String>) {
         tokio::select! {
             key = rx.recv() => {
                 let Some(key) = key else { return };
-                let (state, permits) = (state.clone(), permits.clone());
+                // The permit is taken before the task starts: while every read is busy the
+                // queue fills (and `installed` says so) instead of tasks piling up.
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let state = state.clone();
                 tokio::spawn(async move {
-                    let Ok(_permit) = permits.acquire_owned().await else { return };
+                    let _permit = permit;
                     let now = crate::store::now();
                     let until = S::claim_until(&state, now);
                     let which = Claim::One { client_key: &key, force: S::TRIGGER_FORCES };
@@ -138,9 +152,11 @@ async fn run<S: Source>(state: Arc<AppState>, mut rx: mpsc::Receiver<String>) {
                     }
                 };
                 for row in rows {
-                    let (state, permits) = (state.clone(), permits.clone());
+                    // Claimed rows are read now, not queued behind triggers past their claim.
+                    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                    let state = state.clone();
                     tokio::spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else { return };
+                        let _permit = permit;
                         S::read(&state, row, now).await;
                     });
                 }
@@ -148,6 +164,9 @@ async fn run<S: Source>(state: Arc<AppState>, mut rx: mpsc::Receiver<String>) {
         }
     }
 }
+
+/// The longest failure text kept with an installation.
+const MAX_ERROR_CHARS: usize = 200;
 
 /// `now + d`, capped at 100 years so that a huge configured period cannot overflow the
 /// database's timestamp range.
@@ -229,7 +248,8 @@ pub(crate) fn record<L>(
         Err(Failure { error, retry_after }) => (
             Outcome::Failure { retry_after },
             prior_failures.saturating_add(1),
-            Some(error),
+            // Stored and shown: whatever a source put in it, at most this many characters.
+            Some(error.chars().take(MAX_ERROR_CHARS).collect()),
         ),
     };
     Record {

@@ -51,6 +51,8 @@ pub struct Session {
     /// The value every form of this session carries as `csrf_token`.
     pub csrf: String,
     flash_key: [u8; 32],
+    /// The sealed one-time message the session row held when the request began.
+    flash: Option<String>,
 }
 
 impl Session {
@@ -60,6 +62,7 @@ impl Session {
             actor,
             csrf: hex::encode(derive(secret, b"csrf")),
             flash_key: derive(secret, b"flash"),
+            flash: None,
         }
     }
 
@@ -76,9 +79,13 @@ impl Session {
 
     /// Takes the one-time message, if any (a second call returns `None`).
     pub async fn take_flash(&self, db: &Db) -> sqlx::Result<Option<String>> {
-        Ok(sessions::take_flash(db, &self.id_hash)
+        let Some(sealed) = &self.flash else {
+            return Ok(None); // the common case: no query
+        };
+        Ok(sessions::take_flash(db, &self.id_hash, sealed)
             .await?
-            .and_then(|sealed| open(&self.flash_key, &sealed)))
+            .then(|| open(&self.flash_key, sealed))
+            .flatten())
     }
 }
 
@@ -161,7 +168,10 @@ pub async fn resume(
         sessions::delete(db, &id_hash, now).await?;
         return Ok(None);
     }
-    Ok(Some(Session::from_secret(secret, row.actor)))
+    Ok(Some(Session {
+        flash: row.flash,
+        ..Session::from_secret(secret, row.actor)
+    }))
 }
 
 /// Ends the session (sign-out).

@@ -100,25 +100,17 @@ pub async fn set_flash(db: &Db, id_hash: &str, flash: Option<&str>) -> sqlx::Res
     })
 }
 
-/// Takes the one-time message: reads it, then clears it only if it is still the same, so
-/// of two pages loaded at once only one shows it (on either backend, without a lock).
-pub async fn take_flash(db: &Db, id_hash: &str) -> sqlx::Result<Option<String>> {
-    let found: Option<(Option<String>,)> = crate::on_db!(db, |p| {
-        sqlx::query_as("SELECT flash FROM dashboard_sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .fetch_optional(p)
-            .await
-    })?;
-    let Some(flash) = found.and_then(|(f,)| f) else {
-        return Ok(None);
-    };
+/// Takes the one-time message `flash` that [`find_live`] read with the session: clears it only
+/// if it is still the same, so of two pages loaded at once only one shows it (on either
+/// backend, without a lock). True when this call took it.
+pub async fn take_flash(db: &Db, id_hash: &str, flash: &str) -> sqlx::Result<bool> {
     let cleared = crate::on_db!(db, |p| {
         sqlx::query("UPDATE dashboard_sessions SET flash = NULL WHERE id_hash = $1 AND flash = $2")
             .bind(id_hash)
-            .bind(&flash)
+            .bind(flash)
             .execute(p)
             .await
             .map(|r| r.rows_affected())
     })?;
-    Ok((cleared == 1).then_some(flash))
+    Ok(cleared == 1)
 }

@@ -131,7 +131,7 @@ pub enum AdminTokenCommand {
 /// The token a `revoke` acts on.
 #[derive(Debug, Args)]
 pub struct TokenId {
-    /// The token's id, as `admin-token list` or `access-token list` shows it.
+    /// The token's id, as the `list` command of the same group shows it.
     id: String,
 }
 
@@ -924,7 +924,7 @@ async fn installations(config: &Config, cmd: InstallationsCommand) -> anyhow::Re
                         Ok(())
                     })
                     .await?;
-                    write_table(&mut out, &INSTALLATION_COLUMNS, &rows)?;
+                    write_list_table(&mut out, &INSTALLATION_COLUMNS, &rows)?;
                     eprintln!("{} installation(s)", rows.len());
                 }
             }
@@ -1135,11 +1135,11 @@ fn trial_span(
     format!("{} → {}", or_unknown(start), or_unknown(end))
 }
 
-/// How a list writes times: short for a person's table; RFC 3339 in UTC, as in the JSON, for
-/// the machine formats.
-/// How a list shows a time: short for a terminal, RFC 3339 for scripts.
+/// How a list shows a time.
 type TimeCell = fn(Option<chrono::DateTime<chrono::Utc>>) -> String;
 
+/// How a list writes times: short for a person's table; RFC 3339 in UTC, as in the JSON, for
+/// the machine formats.
 fn time_cell(format: ListFormat) -> TimeCell {
     match format {
         ListFormat::Table => short_time,
@@ -1165,29 +1165,38 @@ fn day(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
         .unwrap_or_default()
 }
 
-/// Left-aligned columns two spaces apart; empty cells show `-`. A column that is empty in
-/// every row is left out (when there are rows), so that the table of a list fits a terminal:
-/// a Connect-only registry has no installation ids or Forge environments, and sites without
-/// Marketplace data no tier or trial. `--format json` and `csv` keep every field.
-pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+/// A list's table ([`write_table`]), except that a column empty in every row is left out (when
+/// there are rows), so that a list fits a terminal: a Connect-only registry has no installation
+/// ids or Forge environments, and sites without Marketplace data no tier or trial. `--format
+/// json` and `csv` keep every field; a detail's tables keep every column.
+pub fn write_list_table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
     let keep: Vec<bool> = (0..header.len())
         .map(|i| rows.is_empty() || rows.iter().any(|r| r.get(i).is_some_and(|c| !c.is_empty())))
         .collect();
-    let header: Vec<&str> = header
+    fn kept<'a>(cells: impl Iterator<Item = &'a str>, keep: &[bool]) -> Vec<&'a str> {
+        cells
+            .zip(keep)
+            .filter_map(|(c, k)| k.then_some(c))
+            .collect()
+    }
+    let header = kept(header.iter().copied(), &keep);
+    let rows: Vec<Vec<&str>> = rows
         .iter()
-        .zip(&keep)
-        .filter_map(|(h, k)| k.then_some(*h))
+        .map(|r| kept(r.iter().map(String::as_str), &keep))
         .collect();
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            r.iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(c, _)| c.clone())
-                .collect()
-        })
-        .collect();
+    write_table(out, &header, &rows)
+}
+
+/// Left-aligned columns two spaces apart; empty cells show `-`.
+pub fn write_table<S: AsRef<str>>(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: &[Vec<S>],
+) -> io::Result<()> {
     // Cells carry text from sites and the Marketplace: control characters are shown
     // escaped, so an ESC sequence cannot repaint the terminal and a newline cannot forge a row.
     let cell = |s: &str| {
@@ -1199,7 +1208,7 @@ pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) 
     };
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .map(|r| r.iter().map(|c| cell(c.as_ref())).collect())
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
@@ -1220,7 +1229,7 @@ pub fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) 
         }
         writeln!(out, "{}", s.trim_end())
     };
-    line(out, header.clone())?;
+    line(out, header.to_vec())?;
     for r in &rows {
         line(out, r.iter().map(String::as_str).collect())?;
     }
@@ -1239,7 +1248,7 @@ fn print_list<T: serde::Serialize>(
     let time = time_cell(format);
     let rows = || items.iter().map(|t| cells(t, time));
     match format {
-        ListFormat::Table => write_table(out, header, &rows().collect::<Vec<_>>())?,
+        ListFormat::Table => write_list_table(out, header, &rows().collect::<Vec<_>>())?,
         ListFormat::Json => {
             serde_json::to_writer(&mut *out, &serde_json::json!({ "items": items }))?;
             writeln!(out)?;
@@ -1291,9 +1300,9 @@ mod tests {
     }
 
     #[test]
-    fn a_column_empty_in_every_row_is_left_out_but_not_from_an_empty_table() {
+    fn a_column_empty_in_every_row_is_left_out_of_a_list_but_not_of_a_detail() {
         let mut out = Vec::new();
-        write_table(
+        write_list_table(
             &mut out,
             &["ID", "FORGE_ENV", "NAME"],
             &[
@@ -1307,8 +1316,11 @@ mod tests {
             "ID  NAME\n1   alpha\n2   -\n"
         );
         let mut out = Vec::new();
-        write_table(&mut out, &["ID", "FORGE_ENV"], &[]).unwrap();
+        write_list_table(&mut out, &["ID", "FORGE_ENV"], &[]).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "ID  FORGE_ENV\n");
+        let mut out = Vec::new();
+        write_table(&mut out, &["ID", "ENDS"], &[vec!["1", ""]]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "ID  ENDS\n1   -\n");
     }
 
     #[test]

@@ -254,13 +254,15 @@ async fn read_license(
     }
     let body = read_body(res).await?;
     let parsed: AddonResponse = serde_json::from_slice(&body).map_err(not_json)?;
+    // The text fields are the site's: kept short, as they are stored and shown.
+    let field = |v: Option<String>| v.map(crate::sanitize::cut_owned);
     Ok(parsed.license.map(|l| HostLicense {
         active: l.active,
-        license_type: l.license_type,
+        license_type: field(l.license_type),
         evaluation: l.evaluation,
-        entitlement_id: l.entitlement_id,
-        entitlement_number: l.entitlement_number,
-        sen: l.support_entitlement_number,
+        entitlement_id: field(l.entitlement_id),
+        entitlement_number: field(l.entitlement_number),
+        sen: field(l.support_entitlement_number),
     }))
 }
 
@@ -288,7 +290,10 @@ async fn read_cloud_id(state: &AppState, base_url: &str) -> Result<Option<String
     }
     let body = read_body(res).await?;
     let info: TenantInfo = serde_json::from_slice(&body).map_err(not_json)?;
-    Ok(info.cloud_id.filter(|id| !id.trim().is_empty()))
+    Ok(info
+        .cloud_id
+        .filter(|id| !id.trim().is_empty())
+        .map(crate::sanitize::cut_owned))
 }
 
 async fn read_body(res: reqwest::Response) -> Result<Vec<u8>, ReadError> {

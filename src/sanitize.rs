@@ -6,6 +6,8 @@
 //!   `\u{9b}`, `\u{202e}`), for terminals (the CLI's tables and `installations show`) and
 //!   logs: an ESC or OSC-8 sequence cannot repaint the screen or plant a link, and a newline
 //!   cannot forge an output or log line.
+//! * [`cut`] — a short field from outside (a licence type, an entitlement id, a cloudId) is
+//!   kept to [`FIELD_MAX`] characters when it is read, before it is stored or shown.
 //! * [`csv_cell`] — a cell that a spreadsheet would run as a formula (it begins with `=`, `+`,
 //!   `-`, `@`, tab or carriage return) gets a leading `'`, as the OWASP "CSV Injection" page
 //!   recommends (<https://owasp.org/www-community/attacks/CSV_Injection>).
@@ -73,6 +75,22 @@ impl<W: Write> Write for EscapingWriter<W> {
     }
 }
 
+/// Longest text (in characters) kept of a short field read from Atlassian or a site: these
+/// bytes end up stored and in every listing.
+pub const FIELD_MAX: usize = 200;
+
+/// `s` cut to [`FIELD_MAX`] characters, borrowed.
+pub fn cut(s: &str) -> &str {
+    s.char_indices().nth(FIELD_MAX).map_or(s, |(i, _)| &s[..i])
+}
+
+/// [`cut`] for an owned field: the same `String` when it is short enough (no copy).
+pub fn cut_owned(mut s: String) -> String {
+    let end = cut(&s).len();
+    s.truncate(end);
+    s
+}
+
 /// A CSV cell that a spreadsheet will show as text: a value beginning with `=`, `+`, `-`,
 /// `@`, tab or carriage return gets a leading `'`.
 pub fn csv_cell(s: &str) -> Cow<'_, str> {
@@ -97,6 +115,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_cut_to_their_maximum_on_a_character_boundary() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(FIELD_MAX + 5);
+        assert_eq!(cut(&long).chars().count(), FIELD_MAX);
+        assert_eq!(cut_owned(long.clone()), cut(&long));
+        assert_eq!(cut_owned("é".repeat(FIELD_MAX)), "é".repeat(FIELD_MAX));
+        // A licence read from a FIT is cut when it is parsed, once per token.
+        let raw = crate::forge::fit::RawLicense {
+            kind: Some("x".repeat(10_000)),
+            ccp_entitlement_id: Some(String::new()),
+            ..Default::default()
+        };
+        let l = crate::forge::fit::FitLicense::from_raw(raw);
+        assert_eq!(l.license_type.map(|t| t.len()), Some(FIELD_MAX));
+        assert_eq!(l.entitlement_id, None);
+    }
 
     #[test]
     fn control_characters_become_visible_escapes() {

@@ -326,21 +326,17 @@ fn fingerprint_of(
     h.finish().max(1)
 }
 
-/// The fingerprint of a FIT's licence as it will be stored: strings cut as the record cuts
-/// them ([`crate::store::forge::fit_text`], borrowed), so that the licence read back from the
-/// database and the same licence in the next FIT agree, and a long field does not look like a
-/// change (a needless write) after every reload of the tenant.
+/// The fingerprint of a FIT's licence. Its text fields were cut when the token was read
+/// (`FitLicense::from_raw`), as they are stored, so the licence read back from the database and
+/// the same licence in the next FIT agree.
 fn fit_fingerprint(l: &FitLicense) -> u64 {
-    fn short(v: &Option<String>) -> Option<&str> {
-        v.as_deref().map(crate::store::forge::fit_text)
-    }
     fingerprint_of(
         l.active,
         l.evaluation,
         l.trial_end,
-        short(&l.license_type),
-        short(&l.entitlement_id),
-        short(&l.entitlement_number),
+        l.license_type.as_deref(),
+        l.entitlement_id.as_deref(),
+        l.entitlement_number.as_deref(),
     )
 }
 
@@ -821,16 +817,15 @@ mod tests {
 
     #[test]
     fn a_fit_licence_and_its_stored_record_have_the_same_fingerprint() {
+        // As a token's licence is read: long text fields are cut there, once.
         let long = "é".repeat(300);
-        let license = FitLicense {
+        let license = FitLicense::from_raw(crate::forge::fit::RawLicense {
             active: Some(true),
-            evaluation: false,
-            trial_end: None,
-            subscription_end: None,
-            license_type: Some(long.clone()),
-            entitlement_id: Some("E-1".into()),
-            entitlement_number: Some(long),
-        };
+            kind: Some(long.clone()),
+            ccp_entitlement_id: Some("E-1".into()),
+            ccp_entitlement_slug: Some(long),
+            ..Default::default()
+        });
         let record = FitLicenseRecord::from(&license);
         assert_eq!(
             record.license_type.as_deref().map(|s| s.chars().count()),

@@ -362,16 +362,19 @@ pub struct FitLicense {
 }
 
 impl FitLicense {
-    /// From the wire form, shared by the FIT's `app.license` and the License API's `data`.
+    /// From the wire form, shared by the FIT's `app.license` and the License API's `data`. Text
+    /// fields are cut here, once per token ([`crate::sanitize::cut`]): what is stored, shown and
+    /// compared is this value.
     pub fn from_raw(raw: RawLicense) -> FitLicense {
+        let field = |v: Option<String>| v.filter(|s| !s.is_empty()).map(crate::sanitize::cut_owned);
         FitLicense {
             active: raw.active.or(raw.is_active),
             evaluation: raw.is_evaluation.unwrap_or(false),
             trial_end: raw.trial_end_date.as_deref().and_then(parse_instant),
             subscription_end: raw.subscription_end_date.as_deref().and_then(parse_instant),
-            license_type: raw.kind.filter(|s| !s.is_empty()),
-            entitlement_id: raw.ccp_entitlement_id.filter(|s| !s.is_empty()),
-            entitlement_number: raw.ccp_entitlement_slug.filter(|s| !s.is_empty()),
+            license_type: field(raw.kind),
+            entitlement_id: field(raw.ccp_entitlement_id),
+            entitlement_number: field(raw.ccp_entitlement_slug),
         }
     }
 }

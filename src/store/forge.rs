@@ -411,27 +411,16 @@ pub struct FitLicenseRecord {
     pub entitlement_number: Option<String>,
 }
 
-/// Longest text (in characters) kept of a FIT licence's string fields: these bytes come from
-/// Atlassian but end up in every listing.
-pub const FIT_TEXT_MAX: usize = 200;
-
-/// `s` cut to [`FIT_TEXT_MAX`] characters, borrowed.
-pub fn fit_text(s: &str) -> &str {
-    s.char_indices()
-        .nth(FIT_TEXT_MAX)
-        .map_or(s, |(i, _)| &s[..i])
-}
-
 impl From<&crate::forge::fit::FitLicense> for FitLicenseRecord {
     fn from(l: &crate::forge::fit::FitLicense) -> Self {
-        let short = |v: &Option<String>| v.as_deref().map(|s| fit_text(s).to_owned());
+        // The text fields were cut when the token was read (`FitLicense::from_raw`).
         FitLicenseRecord {
             active: l.active,
             evaluation: l.evaluation,
             trial_end: l.trial_end,
-            license_type: short(&l.license_type),
-            entitlement_id: short(&l.entitlement_id),
-            entitlement_number: short(&l.entitlement_number),
+            license_type: l.license_type.clone(),
+            entitlement_id: l.entitlement_id.clone(),
+            entitlement_number: l.entitlement_number.clone(),
         }
     }
 }

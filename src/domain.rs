@@ -1,7 +1,5 @@
 //! Small domain types, parsed once at the edge so invalid values cannot travel further.
 
-use std::fmt;
-
 /// An enum whose values are stored, sent and shown as fixed snake_case words: writes the enum
 /// with `ALL` (every value, in order), `as_str`, `parse` (the exact word, or `None`) and
 /// `Display`, from one list of `Variant => "word"` pairs.
@@ -34,13 +32,14 @@ macro_rules! text_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+pub(crate) use text_enum;
 
 text_enum! {
     /// A tenant's lifecycle status.
@@ -148,16 +147,31 @@ mod tests {
         assert_eq!(tier_user_count(""), None);
     }
 
+    /// The word `as_str`/`parse` use is the word the JSON carries (`serde(rename_all)`), for
+    /// every value of every enum that has both.
     #[test]
-    fn status_round_trips() {
-        for s in Status::ALL {
-            assert_eq!(Status::parse(s.as_str()), Some(s));
+    fn the_words_are_the_json_words() {
+        fn check<T: serde::Serialize + Copy + std::fmt::Debug>(
+            all: &[T],
+            word: fn(T) -> &'static str,
+        ) {
+            for &v in all {
+                assert_eq!(serde_json::to_value(v).unwrap(), word(v), "{v:?}");
+            }
         }
-        assert_eq!(Status::parse("Enabled"), None);
-        for f in Flavour::ALL {
-            assert_eq!(Flavour::parse(f.as_str()), Some(f));
-        }
-        assert_eq!(Flavour::parse("Forge"), None);
+        check(&Status::ALL, Status::as_str);
+        check(&Flavour::ALL, Flavour::as_str);
+        check(&GrantKind::ALL, GrantKind::as_str);
+        check(&LicenseState::ALL, LicenseState::as_str);
+        check(
+            &crate::licensing::Source::ALL,
+            crate::licensing::Source::as_str,
+        );
+        check(
+            &crate::licensing::ViewSource::ALL,
+            crate::licensing::ViewSource::as_str,
+        );
+        assert_eq!(Status::parse("Enabled"), None, "exact words only");
     }
 
     #[test]

@@ -215,29 +215,18 @@ pub fn known_license(observations: &Observations) -> Option<LicenseData> {
     newest(observations.data())
 }
 
-/// Why a request was let through (`license_source` of `/api/whoami`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    Lic,
-    /// The `app.license` of a Forge Invocation Token.
-    Fit,
-    Grant,
-    AccessToken,
-    KnownLicense,
-    EnforcementOff,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Lic => "lic",
-            Source::Fit => "fit",
-            Source::Grant => "grant",
-            Source::AccessToken => "access_token",
-            Source::KnownLicense => "known_license",
-            Source::EnforcementOff => "enforcement_off",
-        }
+crate::domain::text_enum! {
+    /// Why a request was let through (`license_source` of `/api/whoami`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Source {
+        Lic => "lic",
+        /// The `app.license` of a Forge Invocation Token.
+        Fit => "fit",
+        Grant => "grant",
+        AccessToken => "access_token",
+        KnownLicense => "known_license",
+        EnforcementOff => "enforcement_off",
     }
 }
 
@@ -357,28 +346,17 @@ fn decide_with(
     }
 }
 
-/// `license.source` of the Installation JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ViewSource {
-    Lic,
-    Host,
-    Marketplace,
-    Grant,
-    Fit,
-    ForgeLicenseApi,
-}
-
-impl ViewSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ViewSource::Lic => "lic",
-            ViewSource::Host => "host",
-            ViewSource::Marketplace => "marketplace",
-            ViewSource::Grant => "grant",
-            ViewSource::Fit => "fit",
-            ViewSource::ForgeLicenseApi => "forge_license_api",
-        }
+crate::domain::text_enum! {
+    /// `license.source` of the Installation JSON.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ViewSource {
+        Lic => "lic",
+        Host => "host",
+        Marketplace => "marketplace",
+        Grant => "grant",
+        Fit => "fit",
+        ForgeLicenseApi => "forge_license_api",
     }
 }
 

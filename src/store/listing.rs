@@ -14,38 +14,20 @@ use super::installations::InstallationRow;
 use crate::domain::LicenseState;
 use crate::domain::Status;
 
-/// The sort orders of `GET /admin/installations`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Sort {
-    #[default]
-    InstalledAt,
-    InstalledAtDesc,
-    /// By `effective_trial_end` (extensions included), soonest first; rows without one last.
-    TrialEnd,
-    BaseUrl,
+crate::domain::text_enum! {
+    /// The sort orders of `GET /admin/installations`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub enum Sort {
+        #[default]
+        InstalledAt => "installed_at",
+        InstalledAtDesc => "-installed_at",
+        /// By `effective_trial_end` (extensions included), soonest first; rows without one last.
+        TrialEnd => "trial_end",
+        BaseUrl => "base_url",
+    }
 }
 
 impl Sort {
-    pub const ALL: [Sort; 4] = [
-        Sort::InstalledAt,
-        Sort::InstalledAtDesc,
-        Sort::TrialEnd,
-        Sort::BaseUrl,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sort::InstalledAt => "installed_at",
-            Sort::InstalledAtDesc => "-installed_at",
-            Sort::TrialEnd => "trial_end",
-            Sort::BaseUrl => "base_url",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Sort> {
-        Sort::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
     /// The position of `row` in this order, for the next page's cursor.
     pub fn key_of(self, row: &InstallationRow) -> After {
         let value = match self {

@@ -28,7 +28,7 @@ use secrecy::SecretString;
 
 use crate::forge::ids::AppId;
 use crate::forge::license_api::{LicenseAnswer, LicenseApiError};
-use crate::license_reader::{self as reader, Failure, Outcome, Pace, Source, later};
+use crate::license_reader::{self as reader, Failure, Pace, Source, later};
 use crate::secrets::Field;
 use crate::state::AppState;
 use crate::store::forge_license::{self as store, ApiLicense, TokenRow};
@@ -80,31 +80,12 @@ impl Source for ForgeLicenceApi {
     }
 }
 
-/// When to read again after a read that started at `started`: never sooner than `min`;
-/// after a success the refresh period; after a `429` its `Retry-After` (when later); after
-/// another failure the product reader's back-off.
-pub fn next_read(
-    started: DateTime<Utc>,
-    outcome: Result<(), &LicenseApiError>,
-    failures: i32,
-    min: Duration,
-    refresh: Duration,
-    retry_base: Duration,
-) -> DateTime<Utc> {
-    let outcome = match outcome {
-        Ok(()) => Outcome::Success,
-        Err(e) => Outcome::Failure {
-            retry_after: e.retry_after(),
-        },
-    };
-    reader::next_read(started, outcome, failures, pace(min, refresh, retry_base))
-}
-
-fn pace(min: Duration, refresh: Duration, retry_base: Duration) -> Pace {
-    Pace {
-        min,
-        refresh,
-        retry_base,
+/// What a failed read tells the scheduler: its text, and the server's `Retry-After` (a `429`'s
+/// wait is honoured when it is later than the minimum interval).
+fn failure(e: &LicenseApiError) -> Failure {
+    Failure {
+        error: e.to_string(),
+        retry_after: e.retry_after(),
     }
 }
 
@@ -163,18 +144,15 @@ async fn read(state: &AppState, row: TokenRow, started: DateTime<Utc>) {
         Ok(answer) => (Some(api_license(answer)), Ok(())),
         Err(e) => {
             tracing::warn!(error = %e, "reading the Forge License API failed");
-            let failure = Failure {
-                error: e.to_string(),
-                retry_after: e.retry_after(),
-            };
-            (None, Err(failure))
+            (None, Err(failure(e)))
         }
     };
-    let pace = pace(
-        cfg.forge_license_min_interval,
-        cfg.host_license_refresh,
-        cfg.host_retry_base,
-    );
+    // Never sooner than the minimum interval: Atlassian's limit holds after a failure too.
+    let pace = Pace {
+        min: cfg.forge_license_min_interval,
+        refresh: cfg.host_license_refresh,
+        retry_base: cfg.host_retry_base,
+    };
     let read_license = license.is_some();
     let rec = reader::record(license, now, started, result, row.forge_api_failures, pace);
     let written = store::record(&state.db, &row.client_key, &rec).await;
@@ -205,70 +183,46 @@ fn api_license(answer: &LicenseAnswer) -> Option<ApiLicense> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::license_reader::poll_period;
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
 
+    /// The next read after a read at `t0`, as the reader records it.
+    fn next(
+        t0: DateTime<Utc>,
+        result: Result<(), &LicenseApiError>,
+        failures: i32,
+        refresh: u64,
+    ) -> DateTime<Utc> {
+        let pace = Pace {
+            min: Duration::from_secs(300),
+            refresh: Duration::from_secs(refresh),
+            retry_base: Duration::from_secs(30),
+        };
+        let result = result.map_err(failure);
+        reader::record::<()>(None, t0, t0, result, failures - 1, pace).next_at
+    }
+
     #[test]
     fn never_sooner_than_the_minimum() {
         let t0 = at("2026-12-03T08:00:00Z");
-        let min = Duration::from_secs(300);
-        let refresh = Duration::from_secs(3600);
-        let base = Duration::from_secs(30);
-        assert_eq!(
-            next_read(t0, Ok(()), 0, min, refresh, base),
-            at("2026-12-03T09:00:00Z")
-        );
+        assert_eq!(next(t0, Ok(()), 1, 3600), at("2026-12-03T09:00:00Z"));
         // A 429 asking for 60 s still waits the 5 minutes; one asking for 2 hours, 2 hours.
         let short = LicenseApiError::RateLimited {
             retry_after: Some(Duration::from_secs(60)),
         };
-        assert_eq!(
-            next_read(t0, Err(&short), 1, min, refresh, base),
-            at("2026-12-03T08:05:00Z")
-        );
+        assert_eq!(next(t0, Err(&short), 1, 3600), at("2026-12-03T08:05:00Z"));
         let long = LicenseApiError::RateLimited {
             retry_after: Some(Duration::from_secs(7200)),
         };
-        assert_eq!(
-            next_read(t0, Err(&long), 1, min, refresh, base),
-            at("2026-12-03T10:00:00Z")
-        );
+        assert_eq!(next(t0, Err(&long), 1, 3600), at("2026-12-03T10:00:00Z"));
         // A 429 without Retry-After, and other failures: back-off, floored at the minimum.
         let none = LicenseApiError::RateLimited { retry_after: None };
-        assert_eq!(
-            next_read(t0, Err(&none), 1, min, refresh, base),
-            at("2026-12-03T08:05:00Z")
-        );
-        assert_eq!(
-            next_read(
-                t0,
-                Err(&LicenseApiError::Status(500)),
-                6,
-                min,
-                refresh,
-                base
-            ),
-            at("2026-12-03T08:16:00Z")
-        );
+        assert_eq!(next(t0, Err(&none), 1, 3600), at("2026-12-03T08:05:00Z"));
+        let server = LicenseApiError::Status(500);
+        assert_eq!(next(t0, Err(&server), 6, 3600), at("2026-12-03T08:16:00Z"));
         // A refresh period shorter than the minimum is raised to it.
-        assert_eq!(
-            next_read(t0, Ok(()), 0, min, Duration::from_secs(10), base),
-            at("2026-12-03T08:05:00Z")
-        );
-    }
-
-    #[test]
-    fn poll_period_is_bounded() {
-        assert_eq!(
-            poll_period(Duration::from_secs(300)),
-            Duration::from_secs(15)
-        );
-        assert_eq!(
-            poll_period(Duration::from_millis(200)),
-            Duration::from_millis(100)
-        );
+        assert_eq!(next(t0, Ok(()), 1, 10), at("2026-12-03T08:05:00Z"));
     }
 }

@@ -64,10 +64,11 @@ pub async fn insert(
     let details = serde_json::json!({"expires_at": new.expires_at});
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
-        sqlx::query(
+        let row = sqlx::query_as::<_, AccessTokenRow>(
             "INSERT INTO access_tokens (id, token_hash, note, created_by, created_at, expires_at,
                                         client_key, changed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $5)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $5)
+             RETURNING *",
         )
         .bind(&id)
         .bind(new.token_hash)
@@ -76,17 +77,13 @@ pub async fn insert(
         .bind(now)
         .bind(new.expires_at)
         .bind(new.client_key)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         Entry::new(new.created_by, "access_token.create", &id)
             .tenant(new.client_key)
             .reason(new.note)
             .details(details)
             .write(&mut *tx, now)
-            .await?;
-        let row = sqlx::query_as::<_, AccessTokenRow>(BY_ID)
-            .bind(&id)
-            .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(row)
@@ -136,27 +133,22 @@ pub async fn claim(
     let grant_id = super::new_id();
     crate::on_db!(db, |p| {
         let mut tx = p.begin_write().await?;
-        let claimed = sqlx::query(
+        let claimed: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
             "UPDATE access_tokens SET redeemed_by = $2, redeemed_at = $3, changed_at = $3
              WHERE id = $1 AND redeemed_by IS NULL AND revoked_at IS NULL
                AND (expires_at IS NULL OR expires_at > $3)
-               AND (client_key IS NULL OR client_key = $2)",
+               AND (client_key IS NULL OR client_key = $2)
+             RETURNING note, expires_at",
         )
         .bind(id)
         .bind(client_key)
         .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((note, expires_at)) = claimed else {
             return Ok(None);
-        }
-        let (note, expires_at): (Option<String>, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT note, expires_at FROM access_tokens WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query(super::grants::INSERT_GRANT)
+        };
+        let grant = sqlx::query_as::<_, GrantRow>(super::grants::INSERT_GRANT)
             .bind(&grant_id)
             .bind(client_key)
             .bind(GrantKind::AccessToken.as_str())
@@ -166,17 +158,13 @@ pub async fn claim(
             .bind(actor)
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
         Entry::new(actor, "access_token.redeem", id)
             .tenant(Some(client_key))
             .reason(note.as_deref())
             .details(serde_json::json!({"grant_id": grant_id, "ends_at": expires_at}))
             .write(&mut *tx, now)
-            .await?;
-        let grant = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
-            .bind(&grant_id)
-            .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(Some(grant))

@@ -175,7 +175,8 @@ struct NewGrant<'a> {
 pub(super) const INSERT_GRANT: &str =
     "INSERT INTO grants (id, client_key, kind, starts_at, ends_at, reason,
                                 created_by, created_at, access_token_id, changed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)
+     RETURNING *";
 
 /// Inserts a grant and its audit entry in one write transaction. The grant's end is computed
 /// by `ends_at` from the installation and its grants as read inside that transaction, with the
@@ -213,7 +214,7 @@ async fn insert(
             Err(existing) => return Ok(Inserted::Covered(existing)),
         };
         let details = serde_json::json!({"starts_at": g.starts_at, "ends_at": ends_at});
-        sqlx::query(INSERT_GRANT)
+        let row = sqlx::query_as::<_, GrantRow>(INSERT_GRANT)
             .bind(&id)
             .bind(g.client_key)
             .bind(g.kind.as_str())
@@ -223,17 +224,13 @@ async fn insert(
             .bind(g.created_by)
             .bind(now)
             .bind(None::<String>)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
         Entry::new(g.created_by, action, &id)
             .tenant(Some(g.client_key))
             .reason(g.reason)
             .details(details)
             .write(&mut *tx, now)
-            .await?;
-        let row = sqlx::query_as::<_, GrantRow>("SELECT * FROM grants WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(Inserted::Made(Box::new(row)))

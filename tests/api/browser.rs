@@ -374,6 +374,8 @@ async fn monday_morning(backend: Backend, c: &Client) {
     let mut plain = installed_payload("br-plain", "secret-p", &crate::admin::site(&app, "plain"));
     plain.as_object_mut().unwrap().remove("installationId");
     app.install_payload(&plain).await;
+    // Its product's page said `lic=active`, and nothing else backs it: "not corroborated".
+    crate::dashboard::seen_with_lic_active(&app, "br-plain", "secret-p").await;
     let mut claims = crate::forge::fit_claims_for(FORGE_UUID, "cloud-of-the-forge-site");
     claims["context"]["siteUrl"] = json!("https://forge-only.atlassian.net");
     claims["app"]["license"] = json!({"active": true});
@@ -410,6 +412,11 @@ async fn monday_morning(backend: Backend, c: &Client) {
             .unwrap()
             .contains("&lt;script&gt;alert(1)&lt;/script&gt;")
     );
+    assert_eq!(
+        text(c, ".uncorroborated").await.as_deref(),
+        Some("not corroborated"),
+        "br-plain is active on its own word only"
+    );
     shoot(c, "installations").await;
     phone_layout_holds(c).await;
     click(c, "form.filters summary").await;
@@ -444,6 +451,18 @@ async fn monday_morning(backend: Backend, c: &Client) {
         text(c, "td[data-label=Flavour]").await.as_deref(),
         Some("forge")
     );
+    // Its page: no Connect client key, known by its Forge installation.
+    click(c, "a.detail").await;
+    until("the Forge installation's page", || async {
+        let url = c.current_url().await.ok()?;
+        url.path().contains(FORGE_UUID).then_some(())
+    })
+    .await;
+    wait_text(c, "#license-state", "active").await;
+    shoot(c, "installation-forge").await;
+    phone_layout_holds(c).await;
+    c.back().await.unwrap();
+    wait_path(c, "/admin/ui/installations").await;
 
     // Search (the filters cleared first).
     click(c, "form.filters .actions a").await;
@@ -496,6 +515,17 @@ async fn monday_morning(backend: Backend, c: &Client) {
     click(c, "form[action$='/grants'] button[type=submit]").await;
     wait_text(c, "p.notice", "Free use was granted.").await;
     wait_text(c, "#license-state", "free").await;
+    // Asked again with no end: refused (409), the reason beside the form, the reason kept.
+    fill(c, "#grant-reason", "again").await;
+    click(c, "form[action$='/grants'] button[type=submit]").await;
+    until("the refused grant", || async {
+        text(c, "p.error")
+            .await
+            .filter(|t| t.contains("free use with no end"))
+    })
+    .await;
+    shoot(c, "installation-refused").await;
+    phone_layout_holds(c).await;
 
     // An access token for this site: shown once, then never again.
     fill(c, "#token-note", "pilot team").await;

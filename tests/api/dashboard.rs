@@ -737,7 +737,7 @@ both_backends! {
 
 /// The product loads the app's page with `lic=active` in a query-bound token: the registry
 /// then calls the site active on the word of its own request, and nothing else's.
-async fn seen_with_lic_active(app: &TestApp, client_key: &str, secret: &str) {
+pub(crate) async fn seen_with_lic_active(app: &TestApp, client_key: &str, secret: &str) {
     let p = "/panel?lic=active&xdm_e=https%3A%2F%2Facme.atlassian.net";
     let token = hs256_query_bound("GET", p, client_key, secret, json!({}));
     assert_eq!(app.get(&format!("{p}&jwt={token}")).await.status(), 200);

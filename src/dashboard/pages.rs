@@ -171,10 +171,7 @@ pub fn date(t: Option<DateTime<Utc>>) -> Markup {
 }
 
 pub fn text(s: Option<&str>) -> Markup {
-    match s.filter(|s| !s.is_empty()) {
-        Some(s) => html! { (s) },
-        None => html! { span.none { "—" } },
-    }
+    known(s).unwrap_or_else(|| html! { span.none { "—" } })
 }
 
 /// A period, "start → end" (an unknown end as "—"); a single "—" when neither end is known.
@@ -183,6 +180,11 @@ fn period(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Markup {
         return time(None);
     }
     html! { (time(start)) " → " (time(end)) }
+}
+
+/// A text value when there is one (empty counts as none, as for [`text`]).
+fn known(s: Option<&str>) -> Option<Markup> {
+    s.filter(|s| !s.is_empty()).map(|s| html! { (s) })
 }
 
 /// Values that belong together, e.g. a value and when it was seen, separated by " · "; a single
@@ -321,11 +323,19 @@ impl ListForm {
             if v.is_empty() {
                 continue;
             }
+            // The check-box fields, each a list (repeated, or comma-separated in a link).
+            let list = match k.as_ref() {
+                "status" => Some(&mut f.status),
+                "license" => Some(&mut f.license),
+                "product" => Some(&mut f.product),
+                "flavour" => Some(&mut f.flavour),
+                _ => None,
+            };
+            if let Some(list) = list {
+                list.extend(v.split(',').map(|s| s.trim().to_owned()));
+                continue;
+            }
             match k.as_ref() {
-                "status" => f.status.extend(v.split(',').map(|s| s.trim().to_owned())),
-                "license" => f.license.extend(v.split(',').map(|s| s.trim().to_owned())),
-                "product" => f.product.extend(v.split(',').map(|s| s.trim().to_owned())),
-                "flavour" => f.flavour.extend(v.split(',').map(|s| s.trim().to_owned())),
                 "q" => f.q = v,
                 "trial_ends_before" => f.trial_ends_before = v,
                 "corroborated" => f.corroborated = v,
@@ -661,7 +671,7 @@ pub fn installation(
                     (dl_row("Tier", html! { (text(l.tier.as_deref())) @if let Some(n) = l.user_count { " (" (n) " users)" } }))
                     (dl_row("Maintenance", period(l.maintenance_start, l.maintenance_end)))
                     (dl_row("Marketplace status", text(l.marketplace_status.as_deref())))
-                    (dl_row("Last lic seen", joined([l.lic_last_seen.as_deref().map(|v| html! { (v) }), l.lic_seen_at.map(|t| time(Some(t)))])))
+                    (dl_row("Last lic seen", joined([known(l.lic_last_seen.as_deref()), l.lic_seen_at.map(|t| time(Some(t)))])))
                     (dl_row("Synced", time(l.synced_at)))
                 }
             }
@@ -686,7 +696,7 @@ pub fn installation(
                     (dl_row("Cloud id", text(i.cloud_id.as_deref())))
                     (dl_row("Installation id", text(i.installation_id.as_deref())))
                     (dl_row("SEN", text(i.service_entitlement_number.as_deref())))
-                    (dl_row("Entitlement", joined([i.entitlement_id.as_deref(), i.entitlement_number.as_deref()].map(|v| v.filter(|v| !v.is_empty()).map(|v| html! { (v) })))))
+                    (dl_row("Entitlement", joined([known(i.entitlement_id.as_deref()), known(i.entitlement_number.as_deref())])))
                     (dl_row("Installed", time(Some(i.installed_at))))
                     (dl_row("Updated", time(Some(i.updated_at))))
                     (dl_row("Uninstalled", time(i.uninstalled_at)))

@@ -528,7 +528,10 @@ fn site(
 /// a FIT verified earlier and found in [`crate::verified_tokens::VerifiedFits`]: `aud` still a
 /// configured app, `exp`/`iat`/`nbf` with the leeway at `now`, the environment still allowed,
 /// with the same refusals. The rest (issuer, `app.id`, installation ids, site, `icLabel`) is
-/// fixed by the token's bytes, which the cache compares whole.
+/// fixed by the token's bytes, which the cache compares whole. Today the policy is fixed for
+/// the life of the process (and of its cache), so only the times can change the answer; the
+/// audience and environment are checked anyway, for nanoseconds, so that a policy that one day
+/// reloads stays enforced.
 pub fn check_again(fit: &Fit, policy: &FitPolicy, now: i64) -> Result<(), FitError> {
     if !policy.app_ids.contains(&fit.app_id) {
         return Err(FitError::WrongAudience);

@@ -423,26 +423,22 @@ both_backends! {
         let a = dash.post("/admin/ui/installations/k-3/grants", &[("csrf_token", csrf.as_str()), ("reason", "friend"), ("ends_at", "")]).await;
         assert_eq!(a.status, 303);
 
-        let total = |body: &str| -> i64 {
-            let at = body.find("<strong id=\"total\">").expect("a total") + "<strong id=\"total\">".len();
-            body[at..][..body[at..].find('<').unwrap()].parse().unwrap()
-        };
         let all = dash.get("/admin/ui/installations").await;
-        assert_eq!(total(&all.body), 3);
+        assert_eq!(total_of(&all.body), 3);
         for k in ["/installations/k-1", "/installations/k-2", "/installations/k-3"] {
             assert!(all.body.contains(k), "{k}");
         }
         // Licence filter (as the form sends it: empty fields included).
         let free = dash.get("/admin/ui/installations?q=&license=free&product=&trial_ends_before=&sort=installed_at&limit=50").await;
         assert_eq!(free.status, 200, "{}", free.body);
-        assert_eq!(total(&free.body), 1);
+        assert_eq!(total_of(&free.body), 1);
         assert!(free.body.contains("/installations/k-3") && !free.body.contains("/installations/k-1\""));
         // Search by company and by base URL.
         let acme = dash.get("/admin/ui/installations?q=acme").await;
-        assert_eq!(total(&acme.body), 1);
+        assert_eq!(total_of(&acme.body), 1);
         assert!(acme.body.contains("Acme Widgets"));
         let beta = dash.get("/admin/ui/installations?q=beta").await;
-        assert_eq!(total(&beta.body), 1);
+        assert_eq!(total_of(&beta.body), 1);
         // Every API filter and sort is accepted; a bad one is a 400 naming the parameter.
         let a = dash.get("/admin/ui/installations?status=installed&status=enabled&product=jira&sort=-installed_at&trial_ends_before=2099-01-01").await;
         assert_eq!(a.status, 200);
@@ -457,19 +453,15 @@ both_backends! {
         while let Some(path) = next.take() {
             let p = dash.get(&path).await;
             assert_eq!(p.status, 200, "{path}");
-            assert_eq!(total(&p.body), 3);
+            assert_eq!(total_of(&p.body), 3);
             for k in ["k-1", "k-2", "k-3"] {
                 if p.body.contains(&format!("/installations/{k}\"")) { seen.push(k); }
             }
-            if let Some(at) = p.body.find("rel=\"next\" href=\"") {
-                let rest = &p.body[at + "rel=\"next\" href=\"".len()..];
-                next = Some(rest[..rest.find('"').unwrap()].replace("&amp;", "&"));
-            }
+            next = link_after(&p.body, "rel=\"next\" ");
         }
         assert_eq!(seen, vec!["k-1", "k-2", "k-3"], "alpha, beta, gamma by base URL");
         // The CSV link carries the current filter.
-        let at = free.body.find("/admin/ui/installations.csv?").unwrap();
-        let link = free.body[at..][..free.body[at..].find('"').unwrap()].replace("&amp;", "&");
+        let link = link_after(&free.body, "<div class=\"listhead\">").expect("a CSV link");
         let csv = dash.get(&link).await;
         assert_eq!(csv.status, 200);
         assert!(csv.headers["content-type"].to_str().unwrap().starts_with("text/csv"));

@@ -37,7 +37,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use jsonwebtoken::DecodingKey;
 
-use crate::connect::jwt::{Claims, MAX_TOKEN_LEN, segments};
+use crate::connect::jwt::{Claims, MAX_TOKEN_LEN};
 use crate::forge::fit::{self, Fit, FitError, FitPolicy};
 
 /// At most this many context tokens are kept, and at least half as many (the newest): the
@@ -260,11 +260,17 @@ pub fn verify_fit(
     Ok(verified)
 }
 
-/// The signature segment of a compact JWT; `None` when it is empty, when the token is not three
-/// segments, or when it is longer than any token accepted: such a token is never hashed.
+/// The last segment of a compact JWT (its signature); `None` when it is empty, or when the token
+/// is longer than any token accepted: such a token is never hashed. The segment is found from
+/// the end, without scanning the claims: a hit compares the whole token anyway, and a miss is
+/// verified in full.
 fn signature_of(token: &str) -> Option<&str> {
-    segments(token, MAX_TOKEN_LEN)
-        .map(|(_, _, signature)| signature)
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    token
+        .rsplit_once('.')
+        .map(|(_, s)| s)
         .filter(|s| !s.is_empty())
 }
 
@@ -415,6 +421,21 @@ mod fit_tests {
             now,
         ))
         .map(|(fit, source)| (fit, source == FitSource::Recalled))
+    }
+
+    #[test]
+    fn an_oversized_token_is_never_looked_up() {
+        assert_eq!(signature_of("h.p.sig"), Some("sig"));
+        assert_eq!(signature_of("h.p."), None);
+        let long = format!("h.p.{}", "s".repeat(MAX_TOKEN_LEN));
+        assert_eq!(signature_of(&long), None, "refused before any hashing");
+        let cache = VerifiedFits::default();
+        let keys = key_set(&[(KID, PUBLIC_PEM)]);
+        assert!(matches!(
+            guard_once(&cache, &keys, &long, NOW),
+            Err(FitError::Malformed)
+        ));
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

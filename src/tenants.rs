@@ -27,7 +27,6 @@ use crate::forge::ids::InstallationId;
 use crate::handoff::Handoff;
 use crate::licensing::{self, DataSource, GrantFacts, LicenseData, Observations};
 use crate::state::AppState;
-use crate::store::forge::FitLicenseRecord;
 use crate::store::installations::InstallationRow;
 use crate::store::{self, Db, grants, installations};
 
@@ -68,7 +67,7 @@ pub struct TenantRecord {
     /// The Forge installation id (lower-case bare uuid), when Forge knows the installation.
     pub forge_installation_id: Option<String>,
     /// The licence the last FIT carried, as stored (what a new FIT is compared with).
-    pub fit_license: Option<FitLicenseRecord>,
+    pub fit_license: Option<FitLicense>,
 }
 
 impl std::fmt::Debug for TenantRecord {
@@ -147,12 +146,7 @@ impl TenantSnapshot {
             reported: licensing::newest([host, marketplace, forge_api]),
             lic: LicCell::new(DataSource::Lic, lic),
             fit: LicCell::new(DataSource::Fit, fit),
-            fit_fingerprint: AtomicU64::new(
-                record
-                    .fit_license
-                    .as_ref()
-                    .map_or(0, fit_record_fingerprint),
-            ),
+            fit_fingerprint: AtomicU64::new(record.fit_license.as_ref().map_or(0, fit_fingerprint)),
             seen_queued_at: AtomicI64::new(0),
             grants,
             record,
@@ -162,7 +156,9 @@ impl TenantSnapshot {
     /// The snapshot of a loaded row: its identity, status and license observations.
     fn from_row(row: InstallationRow, grants: Vec<GrantFacts>) -> TenantSnapshot {
         let observations = row.observations();
-        let fit_license = row.fit_license_seen_at.map(|_| FitLicenseRecord {
+        // The licence the FITs carried, as stored (no subscription end is kept).
+        let fit_license = row.fit_license_seen_at.map(|_| FitLicense {
+            subscription_end: None,
             active: row.fit_license_active,
             evaluation: row.fit_license_evaluation.unwrap_or(false),
             trial_end: row.fit_trial_end,
@@ -330,17 +326,6 @@ fn fingerprint_of(
 /// (`FitLicense::from_raw`), as they are stored, so the licence read back from the database and
 /// the same licence in the next FIT agree.
 fn fit_fingerprint(l: &FitLicense) -> u64 {
-    fingerprint_of(
-        l.active,
-        l.evaluation,
-        l.trial_end,
-        l.license_type.as_deref(),
-        l.entitlement_id.as_deref(),
-        l.entitlement_number.as_deref(),
-    )
-}
-
-fn fit_record_fingerprint(l: &FitLicenseRecord) -> u64 {
     fingerprint_of(
         l.active,
         l.evaluation,
@@ -587,7 +572,7 @@ struct Seen {
     /// The `lic` differs from the last one known: the license view must be recomputed.
     lic_changed: bool,
     /// The licence a verified FIT carried, and whether it differs from the last one known.
-    fit: Option<FitLicenseRecord>,
+    fit: Option<FitLicense>,
     fit_changed: bool,
 }
 
@@ -630,7 +615,7 @@ impl SeenWriter {
                 at: now,
                 lic: None,
                 lic_changed: false,
-                fit: license.map(FitLicenseRecord::from),
+                fit: license.cloned(),
                 fit_changed,
             });
         }
@@ -684,7 +669,7 @@ struct Pending {
     last_at: Option<DateTime<Utc>>,
     lic: Option<(bool, DateTime<Utc>)>,
     lic_changed: bool,
-    fit: Option<(FitLicenseRecord, DateTime<Utc>)>,
+    fit: Option<(FitLicense, DateTime<Utc>)>,
     fit_changed: bool,
 }
 
@@ -826,17 +811,21 @@ mod tests {
             ccp_entitlement_slug: Some(long),
             ..Default::default()
         });
-        let record = FitLicenseRecord::from(&license);
         assert_eq!(
-            record.license_type.as_deref().map(|s| s.chars().count()),
+            license.license_type.as_deref().map(|s| s.chars().count()),
             Some(200)
         );
-        assert_eq!(fit_fingerprint(&license), fit_record_fingerprint(&record));
+        // What the row gives back: the same fields, no subscription end.
+        let stored = FitLicense {
+            subscription_end: None,
+            ..license.clone()
+        };
+        assert_eq!(fit_fingerprint(&license), fit_fingerprint(&stored));
         let other = FitLicense {
             active: Some(false),
             ..license
         };
-        assert_ne!(fit_fingerprint(&other), fit_record_fingerprint(&record));
+        assert_ne!(fit_fingerprint(&other), fit_fingerprint(&stored));
     }
 
     #[test]

@@ -400,31 +400,6 @@ pub(crate) fn lock_installation_sql(db: &Db) -> &'static str {
     }
 }
 
-/// The licence a FIT carried, as recorded for its installation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FitLicenseRecord {
-    pub active: Option<bool>,
-    pub evaluation: bool,
-    pub trial_end: Option<DateTime<Utc>>,
-    pub license_type: Option<String>,
-    pub entitlement_id: Option<String>,
-    pub entitlement_number: Option<String>,
-}
-
-impl From<&crate::forge::fit::FitLicense> for FitLicenseRecord {
-    fn from(l: &crate::forge::fit::FitLicense) -> Self {
-        // The text fields were cut when the token was read (`FitLicense::from_raw`).
-        FitLicenseRecord {
-            active: l.active,
-            evaluation: l.evaluation,
-            trial_end: l.trial_end,
-            license_type: l.license_type.clone(),
-            entitlement_id: l.entitlement_id.clone(),
-            entitlement_number: l.entitlement_number.clone(),
-        }
-    }
-}
-
 /// Background write of the licence the FITs of an installation carry (never on the request
 /// path): the `fit_*` columns, and the entitlement id/number the Marketplace join uses. A
 /// changed licence bumps `changed_at` (`changed`) so other instances reload the tenant.
@@ -432,7 +407,7 @@ pub async fn record_fit_license(
     db: &Db,
     client_key: &str,
     seen_at: DateTime<Utc>,
-    license: &FitLicenseRecord,
+    license: &crate::forge::fit::FitLicense,
     changed: bool,
 ) -> sqlx::Result<()> {
     crate::on_db!(db, |p| {
